@@ -1,0 +1,256 @@
+"""The `argus` command line: a thin typer layer over library functions.
+
+Each verb parses its options into the library's typed config and calls one function
+(STYLE.md principle 4); bad input surfaces as a one-paragraph error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from argusrec.errors import DataError
+
+app = typer.Typer(
+    name="argus",
+    help="Train autoregressive recommender transformers (the ARGUS recipe) on event logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _friendly(fn):
+    """Turn DataError / config validation errors into a clear message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DataError as e:
+            typer.secho(f"error: {e.message()}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except ValidationError as e:
+            lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                     for err in e.errors()]
+            typer.secho("error: invalid options\n" + "\n".join(lines), fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load_yaml(path: Optional[Path]) -> dict:
+    if path is None:
+        return {}
+    if not path.exists():
+        raise DataError("config file does not exist", path=path, fix="check the path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"not valid YAML: {e}", path=path, fix="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise DataError("expected a mapping of option: value", path=path,
+                        fix="write the file as `option: value` lines")
+    return data
+
+
+def _formats_help() -> str:
+    from argusrec.readers import FORMATS
+
+    return "Input format: " + "; ".join(f"{k} ({v})" for k, v in FORMATS.items())
+
+
+@app.command()
+@_friendly
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Directory to write (must not exist).")],
+    users: Annotated[Optional[int], typer.Option(help="Number of users (10000 is Yambda-50M "
+                                                 "scale: tens of millions of events).")] = None,
+    items: Annotated[Optional[int], typer.Option(help="Catalogue size (default: scaled to "
+                                                 "users).")] = None,
+    days: Annotated[Optional[int], typer.Option(help="Days of history.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic in it.")] = 0,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file overriding simulator "
+                                                   "fields.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Simulate a music-streaming service: Yambda-schema Parquet plus ground truth.
+
+    Users with drifting tastes listen in sessions over many days, to organic picks and to
+    recommendations from a noisy logging policy; feedback (listen fraction, likes, dislikes)
+    follows the true affinity, saved under OUT/truth for oracle scoring.
+    """
+    from argusrec.simulate import SimulatorConfig, simulate as run
+
+    fields = _load_yaml(config)
+    fields.update({k: v for k, v in dict(users=users, items=items, days=days).items()
+                   if v is not None})
+    fields["seed"] = seed
+    summary = run(SimulatorConfig(**fields), out, overwrite=overwrite, progress=not quiet)
+    typer.echo(_simulation_report(summary))
+
+
+def _simulation_report(summary) -> str:
+    return (f"simulated {summary.events:,} events: {summary.users:,} users, "
+            f"{summary.items:,} items, {summary.likes:,} likes, {summary.dislikes:,} dislikes, "
+            f"organic share {summary.organic_share:.2f}, {summary.seconds:.1f}s -> "
+            f"{summary.out_dir}")
+
+
+@app.command()
+@_friendly
+def prepare(
+    source: Annotated[Path, typer.Argument(help="Event log: a file or a directory (Yambda).")],
+    out: Annotated[Path, typer.Argument(help="Dataset directory to write (must not exist).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="auto, yambda, movielens, "
+                                        "recbole, sasrec, s3rec or table.")] = "auto",
+    column: Annotated[Optional[list[str]], typer.Option(
+        "--column", "-c", help="table format: CANONICAL=SOURCE, e.g. user=customer_id, "
+        "timestamp=ts, like=liked, context:surface=page (repeat).")] = None,
+    ignore_extra: Annotated[bool, typer.Option(help="table format: ignore unmapped "
+                                               "columns.")] = False,
+    split: Annotated[str, typer.Option(help="temporal or leave-one-out.")] = "temporal",
+    cutoff: Annotated[Optional[int], typer.Option(help="temporal: end of training (a "
+                                                  "timestamp).")] = None,
+    test_fraction: Annotated[float, typer.Option(help="temporal without --cutoff/--test-duration:"
+                                                 " share of events after the cut-off.")] = 0.1,
+    gap: Annotated[int, typer.Option(help="temporal: seconds between train and test.")] = 0,
+    test_duration: Annotated[Optional[int], typer.Option(help="temporal: seconds of test "
+                                                         "(the log's last ones).")] = None,
+    val_duration: Annotated[int, typer.Option(help="temporal: seconds before the cut-off "
+                                              "held out for validation.")] = 0,
+    on_duplicate: Annotated[str, typer.Option(help="error, drop or keep exact duplicate "
+                                              "events.")] = "error",
+    min_played_ratio: Annotated[float, typer.Option(help="listen fraction that makes a listen "
+                                                    "positive.")] = 0.5,
+    min_rating: Annotated[Optional[float], typer.Option(help="rating that makes a rating "
+                                                        "positive (default: any).")] = None,
+    shard_events: Annotated[int, typer.Option(help="target events per shard (bounds "
+                                              "memory).")] = 4_000_000,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with these options "
+                                                   "(command-line flags win).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Validate an event log, map ids, sort, split, and write per-user sequence shards.
+
+    Streams shard by shard, so logs larger than memory can be prepared. Formats: Yambda
+    (directory or file, flat or sequential layout), MovieLens ratings.dat, RecBole .inter,
+    SASRec `user item` lines, S3-Rec `uid i1 i2 ...` lines, or any Parquet/CSV with --column.
+    """
+    from argusrec.prepare import PrepareConfig, prepare as run
+
+    fields = _load_yaml(config)
+    split_fields = dict(fields.pop("split", {}) or {})
+    ctx = click_context()
+    given = {k for k, v in ctx.params.items()
+             if ctx.get_parameter_source(k).name != "DEFAULT"} if ctx else set()
+
+    def pick(name, value, into):
+        if name in given or name not in into:
+            into[name] = value
+
+    split_fields.setdefault("kind", split)
+    if "split" in given:
+        split_fields["kind"] = split
+    for name, value in dict(cutoff=cutoff, test_fraction=test_fraction, gap=gap,
+                            test_duration=test_duration, val_duration=val_duration).items():
+        pick(name, value, split_fields)
+    for name, value in dict(format=format, ignore_extra=ignore_extra, on_duplicate=on_duplicate,
+                            min_played_ratio=min_played_ratio, min_rating=min_rating,
+                            shard_events=shard_events).items():
+        pick(name, value, fields)
+    if column:
+        fields["columns"] = _parse_columns(column)
+    cfg = PrepareConfig(**fields, split=split_fields)
+    summary = run(source, out, cfg, overwrite=overwrite, progress=not quiet)
+    typer.echo(_prepare_report(summary))
+
+
+def click_context():
+    import click
+
+    return click.get_current_context(silent=True)
+
+
+def _parse_columns(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise DataError(f"--column '{pair}' is not CANONICAL=SOURCE",
+                            fix="write it like --column user=customer_id")
+        key, value = pair.split("=", 1)
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+def _prepare_report(summary) -> str:
+    s = summary.split_events
+    lines = [f"prepared {summary.events:,} events, {summary.users:,} users, "
+             f"{summary.items:,} items in {summary.shards} shard(s), {summary.seconds:.1f}s "
+             f"({summary.events_per_second:,.0f} events/s) -> {summary.out}",
+             f"  split: train {s['train']:,}, val {s['val']:,}, gap {s['gap']:,}, "
+             f"test {s['test']:,}; dropped {summary.dropped_events:,}"]
+    if summary.boundaries:
+        b = summary.boundaries
+        lines.append(f"  time: train < {b['train_end']}, test >= {b['test_start']}"
+                     + (f", test < {b['test_end']}" if b.get("test_end") else ""))
+    return "\n".join(lines)
+
+
+@app.command()
+@_friendly
+def info(
+    data: Annotated[Path, typer.Argument(help="A prepared dataset directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print meta.json as is.")] = False,
+) -> None:
+    """Describe a prepared dataset: counts, split, fields, shards."""
+    from argusrec.sequences import PreparedData
+
+    prepared = PreparedData(data)
+    meta = prepared.meta
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+        return
+    c = meta["counts"]
+    typer.echo(f"{data}: {c['events']:,} events, {c['users']:,} users, {c['items']:,} items "
+               f"({meta['source']['format']}, {len(meta['shards'])} shard(s))")
+    typer.echo(f"  split ({meta['split']['kind']}): "
+               + ", ".join(f"{k} {v:,}" for k, v in c["split_events"].items()))
+    typer.echo(f"  users with targets: " + ", ".join(
+        f"{k} {v:,}" for k, v in c["split_users_with_targets"].items()))
+    f = meta["fields"]
+    typer.echo(f"  context: {', '.join(f['context']) or '-'}; feedback: "
+               f"{', '.join(f'{k} ({v})' for k, v in f['feedback'].items()) or '-'}; "
+               f"event types: {', '.join(f['event_types'])}")
+
+
+@app.command()
+@_friendly
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path(
+        "runs/demo"),
+    users: Annotated[Optional[int], typer.Option(help="Simulated users (default: the "
+                                                 "simulator's default size).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Run the pipeline on the built-in simulator (no downloads): simulate -> prepare -> load."""
+    from argusrec.demo import run_demo
+
+    run_demo(workdir, users=users, seed=seed)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

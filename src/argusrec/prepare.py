@@ -1,0 +1,448 @@
+"""`argus prepare`: an event log in, per-user sequence shards plus metadata out.
+
+The log is streamed twice and never held whole (DESIGN.md, "Scale"):
+
+1. **partition**: the reader's lazy frame is sunk, by polars' streaming engine, into buckets
+   keyed by a hash of the user id, so every user's events land in exactly one bucket;
+2. **statistics**: time range (and a histogram, when the split's cut-off is chosen by share of
+   events), then the vocabularies of users, items, event types and context values;
+3. **shards**: bucket by bucket (each fits in memory): validate, sort each user's events stably
+   (by time; ties keep input order), assign the split, map ids to dense indices, and write the
+   arrays that `argusrec.sequences` describes.
+
+Everything is written into a temporary sibling of the output directory that is renamed at the
+end, so a failure never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
+
+from argusrec import __version__
+from argusrec.errors import DataError
+from argusrec.events import EVENT_TYPE, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
+from argusrec.events import feedback_kind
+from argusrec.readers import check_events, duplicate_error, find_duplicates, read_events
+from argusrec.sequences import FORMAT_VERSION, GAP, TEST, TRAIN, VAL, write_shard
+
+BUCKET = "_bucket"
+HISTOGRAM_BINS = 1 << 20
+NEGATIVE_EVENT_TYPES = ("dislike", "unlike", "undislike")
+
+
+class SplitConfig(BaseModel):
+    """How events are divided into train / validation / test."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["temporal", "leave-one-out"] = Field(
+        "temporal", description="global temporal split (one cut-off for all users) or "
+        "leave-one-out (each user's last event is test, the one before is validation)")
+    cutoff: int | None = Field(
+        None, description="temporal: first timestamp after training; None = chosen from "
+        "test_duration (the last test_duration seconds) or test_fraction")
+    test_fraction: float = Field(
+        0.1, gt=0, lt=1, description="temporal, no cutoff or test_duration: share of events "
+        "(by time) that fall after the cut-off")
+    gap: int = Field(0, ge=0, description="temporal: seconds between the end of training and "
+                     "the start of test; events in it are kept but never targets (Yambda: 1800)")
+    test_duration: int | None = Field(
+        None, gt=0, description="temporal: seconds of test after the gap (Yambda: 86400); "
+        "later events are dropped. None = everything after the gap")
+    val_duration: int = Field(0, ge=0, description="temporal: the last seconds before the "
+                              "cut-off held out as validation")
+    min_events: int = Field(3, ge=1, description="leave-one-out: users with fewer events stay "
+                            "entirely in training (SASRec's convention)")
+
+
+class PrepareConfig(BaseModel):
+    """Options of `argus prepare`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = Field("auto", description="input format (see `argus prepare --help`)")
+    columns: dict[str, str] | None = Field(
+        None, description="table format: canonical name -> source column")
+    ignore_extra: bool = Field(False, description="table format: ignore unmapped columns")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    on_duplicate: Literal["error", "drop", "keep"] = Field(
+        "error", description="what to do with exact duplicate events")
+    min_played_ratio: float = Field(0.5, ge=0, description="a listen is positive at or above "
+                                    "this played fraction (Yambda's listen+: 0.5)")
+    min_rating: float | None = Field(None, description="a rating is positive at or above this "
+                                     "value; None = every rated item is positive")
+    shard_events: int = Field(4_000_000, ge=1_000, description="target events per shard; "
+                              "bounds memory (about 100 bytes per event while preparing)")
+
+    @model_validator(mode="after")
+    def _table_needs_columns(self) -> "PrepareConfig":
+        if self.format == "table" and not self.columns:
+            raise ValueError("the table format needs a column mapping (columns)")
+        return self
+
+
+@dataclass
+class PrepareSummary:
+    """What `prepare` wrote."""
+
+    out: str
+    events: int
+    users: int
+    items: int
+    split_events: dict[str, int]
+    dropped_events: int
+    duplicates_dropped: int
+    shards: int
+    seconds: float
+    boundaries: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return (self.events + self.dropped_events) / max(self.seconds, 1e-9)
+
+
+def prepare(
+    source: str | Path,
+    out: str | Path,
+    config: PrepareConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Prepare an event log at ``source`` into the dataset directory ``out``."""
+    config = config or PrepareConfig()
+    started = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError("output directory already exists", path=out,
+                        fix="choose a new directory or pass --overwrite")
+    log = read_events(source, config.format, columns=config.columns,
+                      ignore_extra=config.ignore_extra)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        summary = _prepare_into(log, source, tmp, config, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary.out = str(out)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _polars_error(log: EventLog, error: Exception) -> DataError:
+    """A polars failure while streaming the input (a value that does not parse, say)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f"could not read the input: {first}",
+                     path=", ".join(log.sources[:3]) + (" ..." if len(log.sources) > 3 else ""),
+                     fix="check that every row has the format's columns and types")
+
+
+def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareConfig,
+                  progress: bool) -> PrepareSummary:
+    # 1. partition by user hash -------------------------------------------------------------
+    try:
+        total = int(log.frame.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError as e:
+        raise _polars_error(log, e) from None
+    if total == 0:
+        raise DataError("no events", path=log.sources[0], fix="check the input file")
+    n_buckets = max(1, math.ceil(total / config.shard_events))
+    buckets = tmp / "_buckets"
+    _say(progress, f"prepare: {total:,} events from {len(log.sources)} file(s) ({log.format}); "
+         f"partitioning into {n_buckets} shard(s)")
+    try:
+        (log.frame.with_columns((pl.col(USER).hash(seed=17) % n_buckets).alias(BUCKET))
+         .sink_parquet(pl.PartitionBy(buckets, key=BUCKET, include_key=False),
+                       compression="lz4", mkdir=True))
+    except pl.exceptions.PolarsError as e:
+        raise _polars_error(log, e) from None
+    bucket_files = sorted(buckets.rglob("*.parquet"))
+    scan = pl.scan_parquet(buckets / "**" / "*.parquet")
+
+    # 2. statistics -------------------------------------------------------------------------
+    bounds = _split_boundaries(scan, config.split, total)
+    kept = scan if bounds.get("test_end") is None else scan.filter(
+        pl.col(TIMESTAMP) < bounds["test_end"])
+    string_contexts = [c for c in log.context if c != IS_ORGANIC]
+    queries = [kept.select(pl.col(USER).unique().sort()),
+               kept.select(pl.col(ITEM).unique().sort()),
+               kept.select(pl.col(EVENT_TYPE).unique().sort())]
+    queries += [kept.select(pl.col(c).drop_nulls().unique().sort()) for c in string_contexts]
+    users, items, event_types, *context_values = pl.collect_all(queries)
+    users = users.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32))
+    items = items.with_row_index("index", offset=1).with_columns(pl.col("index").cast(pl.Int32))
+    event_type_names = [v for v in event_types[EVENT_TYPE].to_list() if v is not None]
+    context_vocab = {IS_ORGANIC: ["organic", "recommendation"]} if IS_ORGANIC in log.context else {}
+    context_vocab.update({c: v[c].to_list() for c, v in zip(string_contexts, context_values)})
+
+    # 3. shards -----------------------------------------------------------------------------
+    n_items = len(items)
+    train_count = np.zeros(n_items + 1, dtype=np.int64)
+    train_positive = np.zeros(n_items + 1, dtype=np.int64)
+    split_events = np.zeros(4, dtype=np.int64)
+    shard_meta, user_tables = [], []
+    duplicates_dropped = 0
+    encode = _Encoder(log, config, bounds, items, users, event_type_names, context_vocab)
+    for shard_no, path in enumerate(tqdm(bucket_files, desc="prepare: shards", unit="shard",
+                                         disable=not progress)):
+        df = pl.read_parquet(path)
+        check_events(df, log)
+        df = df.sort([USER, TIMESTAMP, SOURCE, ROW])
+        if config.on_duplicate != "keep":
+            before = len(df)
+            df = _handle_duplicates(df, log, config.on_duplicate)
+            duplicates_dropped += before - len(df)
+        arrays, user_table = encode(df, shard_no)
+        if len(user_table) == 0:
+            continue
+        directory = f"shards/{len(shard_meta):05d}"
+        write_shard(tmp / directory, arrays)
+        shard_meta.append({"dir": directory, "users": len(user_table),
+                           "events": int(len(arrays["item"]))})
+        user_tables.append(user_table)
+        train = arrays["split"] == TRAIN
+        train_count += np.bincount(arrays["item"][train], minlength=n_items + 1)
+        train_positive += np.bincount(arrays["item"][train & arrays["positive"]],
+                                      minlength=n_items + 1)
+        split_events += np.bincount(arrays["split"], minlength=4)[:4]
+        path.unlink()
+    shutil.rmtree(buckets)
+
+    # 4. tables and metadata ------------------------------------------------------------------
+    user_table = pl.concat(user_tables).sort("index")
+    user_table.write_parquet(tmp / "users.parquet")
+    item_table = items.with_columns(
+        pl.Series("train_count", train_count[1:]),
+        pl.Series("train_positive_count", train_positive[1:]))
+    item_table, embedding_dim = _attach_item_features(log, item_table, tmp)
+    item_table.write_parquet(tmp / "items.parquet")
+
+    stored = int(split_events.sum())
+    split_names = {"train": TRAIN, "val": VAL, "test": TEST, "gap": GAP}
+    summary = PrepareSummary(
+        out=str(tmp), events=stored, users=len(user_table), items=n_items,
+        split_events={name: int(split_events[code]) for name, code in split_names.items()},
+        dropped_events=total - duplicates_dropped - stored,
+        duplicates_dropped=duplicates_dropped, shards=len(shard_meta), seconds=0.0,
+        boundaries=bounds)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "argusrec_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {"path": str(Path(source).resolve()), "format": log.format,
+                   "files": list(log.sources), "has_time": log.has_time},
+        "config": config.model_dump(),
+        "counts": {"events": stored, "users": len(user_table), "items": n_items,
+                   "input_events": total, "dropped_events": summary.dropped_events,
+                   "duplicates_dropped": duplicates_dropped,
+                   "split_events": summary.split_events,
+                   "split_users_with_targets": {
+                       name: int((user_table[f"n_{name}"] > 0).sum())
+                       for name in ("train", "val", "test")}},
+        "split": {"kind": config.split.kind, "codes": split_names, **bounds},
+        "fields": {
+            "event_types": event_type_names,
+            "context": {name: {"cardinality": len(values) + 1, "values": values}
+                        for name, values in context_vocab.items()},
+            "feedback": {name: feedback_kind(name) for name in log.feedback},
+            "extra": list(log.extra),
+            "item_embedding_dim": embedding_dim,
+        },
+        "positive_rule": {"min_played_ratio": config.min_played_ratio,
+                          "min_rating": config.min_rating,
+                          "negative_event_types": list(NEGATIVE_EVENT_TYPES)},
+        "shards": shard_meta,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return summary
+
+
+def _split_boundaries(scan: pl.LazyFrame, split: SplitConfig, total: int) -> dict:
+    """Timestamps that divide train / val / gap / test for a temporal split."""
+    if split.kind == "leave-one-out":
+        return {}
+    stats = scan.select(pl.col(TIMESTAMP).min().alias("lo"),
+                        pl.col(TIMESTAMP).max().alias("hi")).collect().row(0, named=True)
+    lo, hi = stats["lo"], stats["hi"]
+    if lo is None:
+        raise DataError("the timestamp column has no values", column=TIMESTAMP)
+    cutoff = split.cutoff
+    if cutoff is None and split.test_duration is not None:
+        cutoff = hi + 1 - split.test_duration - split.gap
+    elif cutoff is None:
+        # Exact to one histogram bin: the first bin edge after which at most test_fraction of
+        # the events remain. Streaming, so it works for logs larger than memory.
+        width = max(1, math.ceil((hi - lo + 1) / HISTOGRAM_BINS))
+        hist = (scan.group_by(((pl.col(TIMESTAMP) - lo) // width).alias("bin")).len()
+                .sort("bin").collect())
+        after = total - np.cumsum(hist["len"].to_numpy())
+        first = int(np.argmax(after <= split.test_fraction * total))
+        cutoff = lo + (int(hist["bin"][first]) + 1) * width
+    test_start = cutoff + split.gap
+    test_end = None if split.test_duration is None else test_start + split.test_duration
+    if cutoff <= lo or test_start > hi:
+        raise DataError(
+            f"the temporal split leaves no training or no test events (timestamps run "
+            f"{lo}..{hi}; train ends at {cutoff}, test starts at {test_start})",
+            column=TIMESTAMP, fix="choose a cut-off inside the log's time range")
+    return {"time_min": lo, "time_max": hi, "val_start": cutoff - split.val_duration,
+            "train_end": cutoff, "test_start": test_start, "test_end": test_end}
+
+
+def _positive(log: EventLog, config: PrepareConfig) -> pl.Expr:
+    """Whether an event is a positive interaction (the target set of SASRec-style training)."""
+    rule = pl.when(pl.col(EVENT_TYPE).is_in(list(NEGATIVE_EVENT_TYPES))).then(False)
+    if "dislike" in log.feedback:
+        rule = rule.when(pl.col("dislike") == 1).then(False)
+    if "skip" in log.feedback:
+        rule = rule.when(pl.col("skip") == 1).then(False)
+    if "like" in log.feedback:
+        # an explicit like is positive; an explicit "not liked" (0: unlike, or a 0/1 column)
+        # is negative; absent (null) says nothing
+        rule = rule.when(pl.col("like") == 1).then(True).when(pl.col("like") == 0).then(False)
+    if "played_ratio" in log.feedback:
+        rule = rule.when(pl.col("played_ratio").is_not_null()).then(
+            pl.col("played_ratio") >= config.min_played_ratio)
+    if "rating" in log.feedback and config.min_rating is not None:
+        rule = rule.when(pl.col("rating").is_not_null()).then(
+            pl.col("rating") >= config.min_rating)
+    return rule.otherwise(True)
+
+
+def _handle_duplicates(df: pl.DataFrame, log: EventLog, policy: str) -> pl.DataFrame:
+    """Raise on exact duplicate events, or drop the repeats (the first copy stays)."""
+    duplicates = find_duplicates(df, log)
+    if len(duplicates) == 0:
+        return df
+    if policy == "error":
+        raise duplicate_error(duplicates, log)
+    repeats = duplicates.select(SOURCE, ROW)
+    return df.join(repeats, on=[SOURCE, ROW], how="anti", maintain_order="left")
+
+
+class _Encoder:
+    """Turns one sorted bucket into shard arrays and its rows of the users table."""
+
+    def __init__(self, log: EventLog, config: PrepareConfig, bounds: dict, items: pl.DataFrame,
+                 users: pl.DataFrame, event_types: list[str], context_vocab: dict[str, list]):
+        self.log, self.config, self.bounds = log, config, bounds
+        self.items = items.rename({"index": "_item_index"})
+        self.users = users.rename({"index": "_user_index"})
+        self.event_types = pl.DataFrame(
+            {EVENT_TYPE: event_types, "_event_type": np.arange(1, len(event_types) + 1,
+                                                              dtype=np.int16)})
+        self.context_vocab = context_vocab
+        self.positive = _positive(log, config)
+
+    def _split(self) -> pl.Expr:
+        s = self.config.split
+        if s.kind == "leave-one-out":
+            n = pl.len().over(USER)
+            from_end = n - 1 - pl.int_range(pl.len()).over(USER)
+            return (pl.when((n >= s.min_events) & (from_end == 0)).then(TEST)
+                    .when((n >= s.min_events) & (from_end == 1)).then(VAL)
+                    .otherwise(TRAIN).cast(pl.UInt8))
+        b, t = self.bounds, pl.col(TIMESTAMP)
+        return (pl.when(t < b["val_start"]).then(TRAIN).when(t < b["train_end"]).then(VAL)
+                .when(t < b["test_start"]).then(GAP).otherwise(TEST).cast(pl.UInt8))
+
+    def _context(self, name: str) -> pl.Expr:
+        column = pl.col(name)
+        if name == IS_ORGANIC:
+            return pl.when(column.is_null()).then(0).when(column).then(1).otherwise(2)
+        values = self.context_vocab[name]
+        return column.replace_strict(values, range(1, len(values) + 1), default=0)
+
+    def __call__(self, df: pl.DataFrame, shard_no: int) -> tuple[dict[str, np.ndarray],
+                                                                 pl.DataFrame]:
+        if self.bounds.get("test_end") is not None:
+            df = df.filter(pl.col(TIMESTAMP) < self.bounds["test_end"])
+        df = (df.join(self.items, on=ITEM, how="left", maintain_order="left")
+              .join(self.event_types, on=EVENT_TYPE, how="left", maintain_order="left")
+              .with_columns(self._split().alias("_split"), self.positive.alias("_positive"),
+                            *[self._context(c).cast(pl.Int32).alias(f"ctx_{c}")
+                              for c in self.log.context]))
+        per_user = (df.group_by(USER, maintain_order=True)
+                    .agg(pl.len().alias("n_events"),
+                         *[(pl.col("_split") == code).sum().alias(f"n_{name}")
+                           for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))])
+                    .join(self.users, on=USER, how="left", maintain_order="left"))
+        offsets = np.zeros(len(per_user) + 1, dtype=np.int64)
+        np.cumsum(per_user["n_events"].to_numpy(), out=offsets[1:])
+        arrays = {
+            "user": per_user["_user_index"].to_numpy().astype(np.int32),
+            "offsets": offsets,
+            "timestamp": df[TIMESTAMP].to_numpy().astype(np.int64),
+            "item": df["_item_index"].to_numpy().astype(np.int32),
+            "event_type": df["_event_type"].to_numpy().astype(np.int16),
+            "split": df["_split"].to_numpy().astype(np.uint8),
+            "positive": df["_positive"].to_numpy().astype(np.bool_),
+        }
+        for c in self.log.context:
+            arrays[f"ctx_{c}"] = df[f"ctx_{c}"].to_numpy().astype(np.int32)
+        for name, prefix in [(f, "fb_") for f in self.log.feedback] + [
+                (x, "x_") for x in self.log.extra]:
+            arrays[prefix + name] = (df[name].cast(pl.Float32).fill_null(float("nan"))
+                                     .to_numpy().astype(np.float32))
+        user_table = per_user.select(
+            pl.col("_user_index").alias("index"), pl.col(USER),
+            pl.lit(shard_no, dtype=pl.Int32).alias("shard"),
+            pl.int_range(pl.len(), dtype=pl.Int32).alias("offset"),
+            pl.col("n_events").cast(pl.Int32), pl.col("n_train").cast(pl.Int32),
+            pl.col("n_val").cast(pl.Int32), pl.col("n_test").cast(pl.Int32))
+        return arrays, user_table
+
+
+def _attach_item_features(log: EventLog, items: pl.DataFrame, tmp: Path
+                          ) -> tuple[pl.DataFrame, int | None]:
+    """Join artist / album ids and write content embeddings aligned to item indices."""
+    features = log.items
+    for name, frame in (("artist", features.artist), ("album", features.album)):
+        if frame is None:
+            continue
+        mapping = frame.unique(subset=[ITEM], keep="first").collect()
+        items = items.join(mapping, on=ITEM, how="left", maintain_order="left")
+        codes = items[name].drop_nulls().unique().sort()
+        items = items.with_columns(
+            pl.col(name).replace_strict(codes, range(1, len(codes) + 1), default=0)
+            .cast(pl.Int32).alias(f"{name}_index"))
+    if features.embeddings is None:
+        return items, None
+    emb = (features.embeddings.join(items.lazy().select(ITEM, "index"), on=ITEM, how="inner")
+           .unique(subset=[ITEM], keep="first").collect())
+    if len(emb) == 0:
+        return items, None
+    dim = int(emb["embedding"].list.len().max())
+    matrix = np.zeros((len(items) + 1, dim), dtype=np.float32)
+    matrix[emb["index"].to_numpy()] = np.stack(emb["embedding"].to_numpy()).astype(np.float32)
+    np.save(tmp / "item_embeddings.npy", matrix)
+    items = items.with_columns(pl.col("index").is_in(emb["index"].implode()).alias("has_embedding"))
+    return items, dim
+
+
+def summary_dict(summary: PrepareSummary) -> dict:
+    return {**asdict(summary), "events_per_second": summary.events_per_second}

@@ -1,0 +1,170 @@
+"""Readers: every supported log format -> the canonical EventLog (argusrec.events).
+
+:func:`read_events` is the one entry point: it finds the format (or detects it from the path,
+``format="auto"``) and hands the path to the reader of that format, which checks the schema at
+read time (missing/extra columns, wrong types, empty files) and returns a lazy
+:class:`~argusrec.events.EventLog`. Checks that need the data itself are left to whoever streams
+the frame (``prepare``), with :func:`check_events` and :func:`find_duplicates` to run on each
+collected chunk; the ``_source``/``_row`` columns let their errors name the file and row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import polars as pl
+
+from argusrec.errors import DataError
+from argusrec.events import (
+    EVENT_TYPE, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog, check_path,
+)
+
+FORMATS: dict[str, str] = {
+    "yambda": "Yambda Parquet: multi_event or listens/likes/dislikes/unlikes/undislikes, flat or "
+              "sequential, files or directories of parts, plus embeddings and artist/album maps",
+    "movielens": "MovieLens ratings.dat, UserID::MovieID::Rating::Timestamp",
+    "recbole": "RecBole atomic .inter TSV with a name:type header "
+               "(user_id:token item_id:token [rating:float] [timestamp:float])",
+    "sasrec": "SASRec text, one 'user item' line per event, in time order within each user",
+    "s3rec": "S3-Rec/ICLRec text, one 'user item item ...' line per user, in time order",
+    "table": "any Parquet/CSV file or directory of them, with a column mapping "
+             "(user, item, [timestamp], [event_type], feedback and context columns)",
+}
+
+
+def detect_format(path: Path, columns: Mapping[str, str] | None = None) -> str:
+    """The format of an existing ``path`` (a key of :data:`FORMATS`), guessed from its names and
+    first lines; a column mapping means 'table'."""
+    from argusrec.readers import lines, movielens, yambda
+
+    if columns:
+        return "table"
+    if yambda.is_yambda(path):
+        return "yambda"
+    if path.is_dir():
+        if (path / "ratings.dat").is_file():
+            return "movielens"
+        if len(list(path.glob("*.inter"))) == 1:
+            return "recbole"
+    elif path.suffix == ".inter":
+        return "recbole"
+    elif path.name == "ratings.dat" or movielens.looks_like_movielens(path):
+        return "movielens"
+    elif path.suffix in ("", ".txt") and (kind := lines.sniff(path)):
+        return kind
+    hint = (" (a Parquet/CSV table needs a column mapping)"
+            if path.suffix in (".parquet", ".csv", ".tsv") or path.is_dir() else "")
+    raise DataError(
+        "cannot detect the format" + hint, path=path,
+        fix="pass format= one of " + ", ".join(FORMATS)
+            + ", and for 'table' a column mapping (user=..., item=...)")
+
+
+def read_events(path: str | Path, format: str = "auto", *,
+                columns: Mapping[str, str] | None = None, sep: str | None = None,
+                ignore_extra: bool = False) -> EventLog:
+    """Read an event log in any supported format as a lazy canonical :class:`EventLog`.
+
+    Args:
+        path: a file or directory (see :data:`FORMATS` for what each format expects).
+        format: a key of :data:`FORMATS`, or "auto" to detect it from the path.
+        columns: canonical name -> source column, for the "table" format.
+        sep: field separator for CSV tables (default ',') and RecBole files (default tab).
+        ignore_extra: drop columns the format or mapping does not know instead of failing
+            (table and recbole).
+
+    Raises:
+        DataError: the path is missing, the format unknown, or the schema wrong.
+    """
+    from argusrec.readers import lines, movielens, table, yambda
+
+    p = check_path(path, "event log")
+    if format != "auto" and format not in FORMATS:
+        raise DataError(
+            f"unknown format '{format}'", path=p,
+            fix="use auto or one of: " + "; ".join(f"{k} ({v})" for k, v in FORMATS.items()))
+    if format == "auto":
+        format = detect_format(p, columns)
+    if columns and format != "table":
+        raise DataError(f"a column mapping only applies to format 'table', not '{format}'",
+                        path=p, fix="drop the mapping or use format='table'")
+    if format == "table":
+        if not columns:
+            raise DataError("the table format needs a column mapping", path=p,
+                            fix="pass columns={'user': ..., 'item': ..., 'timestamp': ...}")
+        return table.read_table(p, columns, sep=sep, ignore_extra=ignore_extra)
+    if format == "yambda":
+        return yambda.read_yambda(p)
+    if format == "movielens":
+        return movielens.read_movielens(p)
+    if format == "recbole":
+        return movielens.read_recbole(p, sep=sep, ignore_extra=ignore_extra)
+    if format == "sasrec":
+        return lines.read_sasrec(p)
+    return lines.read_s3rec(p)
+
+
+def _at(df: pl.DataFrame, log: EventLog, mask: pl.Series) -> tuple[int, str, int]:
+    """(index in df, source path, row) of the first row where ``mask`` is true."""
+    index = int(mask.arg_max())
+    return index, log.sources[int(df[SOURCE][index])], int(df[ROW][index])
+
+
+def check_events(df: pl.DataFrame, log: EventLog) -> None:
+    """Raise a DataError for the first null key or negative timestamp in a chunk of ``log``.
+
+    ``df`` is a collected chunk of ``log.frame`` (any number of rows); the checks are whole-
+    column operations, so a 5M-row chunk costs milliseconds when it is clean.
+    """
+    for column in (USER, ITEM, TIMESTAMP, EVENT_TYPE):
+        if df[column].null_count():
+            index, path, row = _at(df, log, df[column].is_null())
+            raise DataError(
+                "missing value (null)", path=path, column=column, row=row,
+                fix=f"fill in '{column}' or drop that row from the input")
+    if df.height and df[TIMESTAMP].min() < 0:
+        index, path, row = _at(df, log, df[TIMESTAMP] < 0)
+        raise DataError(
+            f"negative timestamp {df[TIMESTAMP][index]}", path=path, column=TIMESTAMP, row=row,
+            fix="timestamps must be seconds >= 0 (shift them so the earliest is 0)")
+
+
+def find_duplicates(df: pl.DataFrame, log: EventLog) -> pl.DataFrame:
+    """The exact repeats in a chunk: events equal to an earlier one in every key.
+
+    Keys are user, item, timestamp, event_type and all context and feedback columns (nulls
+    compare equal: both say "signal absent"). Each returned row is a repeat, with the key
+    columns, its ``_source``/``_row``, and ``_first_source``/``_first_row`` of the event it
+    repeats (the earliest by input order); the first occurrences themselves are not returned,
+    so dropping the returned rows keeps one of each. Empty when there are none.
+    """
+    keys = [USER, ITEM, TIMESTAMP, EVENT_TYPE, *log.context, *log.feedback]
+    frame = df.select(*keys, SOURCE, ROW)
+    dup = frame.select(keys).is_duplicated()
+    if not dup.any():
+        return frame.clear().with_columns(pl.col(SOURCE).alias("_first_source"),
+                                          pl.col(ROW).alias("_first_row"))
+    # Only the (few) rows that have a twin are grouped, so a clean chunk costs one hash pass.
+    twins = frame.filter(dup).sort(SOURCE, ROW)
+    return (twins.with_columns(
+                pl.col(SOURCE).first().over(keys).alias("_first_source"),
+                pl.col(ROW).first().over(keys).alias("_first_row"),
+                pl.int_range(pl.len()).over(keys).alias("_repeat"))
+            .filter(pl.col("_repeat") > 0).drop("_repeat"))
+
+
+def duplicate_error(duplicates: pl.DataFrame, log: EventLog) -> DataError:
+    """A DataError about the first row of :func:`find_duplicates`' answer, naming both rows."""
+    first = duplicates.row(0, named=True)
+    original = log.sources[int(first["_first_source"])]
+    return DataError(
+        f"{duplicates.height:,} exact duplicate event(s); the first repeats row "
+        f"{first['_first_row']} of {original} (user {first[USER]}, item {first[ITEM]}, "
+        f"timestamp {first[TIMESTAMP]}, {first[EVENT_TYPE]})",
+        path=log.sources[int(first[SOURCE])], row=int(first[ROW]),
+        fix="pass --on-duplicate drop to drop the repeats, or --on-duplicate keep to keep them")
+
+
+__all__ = ["FORMATS", "check_events", "detect_format", "duplicate_error", "find_duplicates",
+           "read_events"]

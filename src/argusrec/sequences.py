@@ -1,0 +1,152 @@
+"""The prepared dataset on disk: per-user sequence shards plus metadata.
+
+`argus prepare` writes, and every later stage (training loader, evaluation, fine-tuning, export)
+reads, one directory:
+
+    meta.json                 format version, source, counts, fields, split boundaries, shards
+    users.parquet             index, original id, shard, offset in shard, events per split
+    items.parquet             index (1-based; 0 is padding), original id, counts (logQ), side data
+    item_embeddings.npy       (V+1, E) float32 content vectors, row 0 zeros (when the log has them)
+    shards/00000/*.npy        one flat array per event field, users back to back, plus
+                              offsets.npy (U_shard+1,) so user j owns events offsets[j]:offsets[j+1]
+
+Shards are plain .npy files so the loader memory-maps them: worker processes share the page
+cache and a batch only slices and pads (STYLE.md principle 10).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from argusrec.errors import DataError
+
+FORMAT_VERSION = 1
+
+# Split codes stored per event.
+TRAIN, VAL, TEST, GAP = 0, 1, 2, 3
+SPLIT_CODES = {"train": TRAIN, "val": VAL, "test": TEST, "gap": GAP}
+
+# is_organic is stored as a context code: 0 unknown, 1 organic, 2 recommendation traffic.
+ORGANIC_CODES = {None: 0, True: 1, False: 2}
+
+# Per-event arrays every shard has; context fields are stored as ctx_<name> (int32 codes,
+# 0 = unknown), feedback as fb_<name> (float32, NaN = absent), extras as x_<name> (float32).
+CORE_ARRAYS = {
+    "user": np.int32,  # per user, not per event: (U_shard,)
+    "offsets": np.int64,  # (U_shard + 1,)
+    "timestamp": np.int64,
+    "item": np.int32,
+    "event_type": np.int16,
+    "split": np.uint8,
+    "positive": np.bool_,
+}
+
+
+def write_shard(directory: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write one shard's arrays as .npy files into ``directory`` (created)."""
+    directory.mkdir(parents=True, exist_ok=False)
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Memory-mapped arrays of one shard. ``events[name]`` are (E_shard,) arrays."""
+
+    directory: Path
+    users: np.ndarray  # (U_shard,) global user indices
+    offsets: np.ndarray  # (U_shard + 1,)
+    events: dict[str, np.ndarray]
+
+    @classmethod
+    def open(cls, directory: Path) -> "Shard":
+        arrays = {p.stem: np.load(p, mmap_mode="r") for p in sorted(directory.glob("*.npy"))}
+        users = arrays.pop("user")
+        offsets = arrays.pop("offsets")
+        return cls(directory=directory, users=users, offsets=offsets, events=arrays)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+class PreparedData:
+    """A prepared dataset directory, opened read-only.
+
+    Example:
+        >>> data = PreparedData("out/ml-1m")          # doctest: +SKIP
+        >>> data.meta["counts"]["events"]             # doctest: +SKIP
+        999611
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise DataError(
+                "not a prepared dataset (meta.json is missing)",
+                path=self.path,
+                fix="run `argus prepare` first and pass its output directory",
+            )
+        self.meta = json.loads(meta_path.read_text())
+        version = self.meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"prepared with format version {version}, this argusrec reads {FORMAT_VERSION}",
+                path=meta_path,
+                fix="prepare the data again with this version of argusrec",
+            )
+
+    @property
+    def num_items(self) -> int:
+        """Catalogue size V; item indices run 1..V (0 is padding)."""
+        return int(self.meta["counts"]["items"])
+
+    @property
+    def num_users(self) -> int:
+        return int(self.meta["counts"]["users"])
+
+    @property
+    def context_fields(self) -> dict[str, int]:
+        """Context field -> number of codes (including 0 = unknown)."""
+        return {name: int(f["cardinality"]) for name, f in self.meta["fields"]["context"].items()}
+
+    @property
+    def feedback_fields(self) -> dict[str, str]:
+        """Feedback field -> kind (binary, ratio, value)."""
+        return dict(self.meta["fields"]["feedback"])
+
+    @cached_property
+    def shards(self) -> list[Shard]:
+        return [Shard.open(self.path / s["dir"]) for s in self.meta["shards"]]
+
+    def items(self):
+        """The items table as a polars DataFrame."""
+        import polars as pl
+
+        return pl.read_parquet(self.path / "items.parquet")
+
+    def users(self):
+        """The users table as a polars DataFrame."""
+        import polars as pl
+
+        return pl.read_parquet(self.path / "users.parquet")
+
+    def item_counts(self, positives: bool = False) -> np.ndarray:
+        """(V+1,) training-period counts per item index, for logQ correction (0 at padding)."""
+        column = "train_positive_count" if positives else "train_count"
+        table = self.items()
+        counts = np.zeros(self.num_items + 1, dtype=np.int64)
+        counts[table["index"].to_numpy()] = table[column].to_numpy()
+        return counts
+
+    def user_events(self, user: int) -> dict[str, np.ndarray]:
+        """All stored events of one user (global index), as arrays; a slow, plain accessor."""
+        row = self.users().row(user, named=True)
+        shard = self.shards[row["shard"]]
+        start, stop = int(shard.offsets[row["offset"]]), int(shard.offsets[row["offset"] + 1])
+        return {name: np.asarray(a[start:stop]) for name, a in shard.events.items()}

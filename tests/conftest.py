@@ -1,0 +1,44 @@
+"""Shared fixtures: small event logs written in the exact formats readers accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_table(path: Path, rows: dict) -> Path:
+    """Write a CSV or Parquet event table (by suffix) with the given columns."""
+    df = pl.DataFrame(rows)
+    if path.suffix == ".csv":
+        df.write_csv(path)
+    else:
+        df.write_parquet(path)
+    return path
+
+
+TABLE_COLUMNS = {"user": "user", "item": "item", "timestamp": "timestamp"}
+
+
+def random_log(n_users: int = 50, n_items: int = 40, n_events: int = 3000, seed: int = 0,
+               with_ties: bool = True) -> dict:
+    """A random event table with repeated timestamps (ties) and a feedback column."""
+    rng = np.random.default_rng(seed)
+    ts = rng.integers(0, 1000 if with_ties else 10**9, n_events)
+    return {
+        "user": rng.integers(0, n_users, n_events) * 7 + 3,  # sparse original ids
+        "item": rng.integers(0, n_items, n_events) * 11 + 5,
+        "timestamp": ts,
+        "like": rng.integers(0, 2, n_events).astype(np.float64),
+    }
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA

@@ -1,0 +1,179 @@
+"""prepare: ids, stable sort, both splits, streaming shards, bad input, atomic output."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from argusrec.errors import DataError
+from argusrec.prepare import PrepareConfig, SplitConfig, prepare
+from argusrec.sequences import GAP, TEST, TRAIN, VAL, PreparedData
+
+from conftest import TABLE_COLUMNS, random_log, write_table
+
+COLUMNS = {**TABLE_COLUMNS, "like": "like"}
+
+
+def table_config(on_duplicate: str = "keep", **split) -> PrepareConfig:
+    # random logs hold exact repeats by chance; the duplicate policy has its own test
+    return PrepareConfig(format="table", columns=COLUMNS, on_duplicate=on_duplicate,
+                         split=SplitConfig(**split))
+
+
+def stored_events(data: PreparedData) -> dict[int, dict[str, np.ndarray]]:
+    """Original user id -> that user's stored arrays, read through the users table."""
+    users = data.users()
+    return {row["user"]: data.user_events(row["index"]) for row in users.iter_rows(named=True)}
+
+
+def reference(rows: dict, cutoff: int, gap: int, val_start: int) -> dict:
+    """A plain, obviously-correct stable sort and temporal split, per original user id."""
+    per_user = defaultdict(list)
+    for row, (u, i, t) in enumerate(zip(rows["user"], rows["item"], rows["timestamp"])):
+        per_user[int(u)].append((int(t), row, int(i)))
+    out = {}
+    for u, events in per_user.items():
+        events.sort()  # by time, ties by input row
+        split = [TRAIN if t < val_start else VAL if t < cutoff else GAP if t < cutoff + gap
+                 else TEST for t, _, _ in events]
+        out[u] = ([t for t, _, _ in events], [i for _, _, i in events], split)
+    return out
+
+
+@pytest.mark.parametrize("shard_events", [1_000_000, 1_000])
+def test_temporal_split_matches_plain_reference(tmp_path, shard_events):
+    rows = random_log(n_events=5000)
+    src = write_table(tmp_path / "log.parquet", rows)
+    cfg = table_config(cutoff=700, gap=50, val_duration=100)
+    cfg.shard_events = shard_events
+    summary = prepare(src, tmp_path / "data", cfg, progress=False)
+    data = PreparedData(tmp_path / "data")
+    assert (summary.shards > 1) == (shard_events == 1_000)
+    items = data.items()
+    original_item = dict(zip(items["index"].to_list(), items["item"].to_list()))
+    expected = reference(rows, cutoff=700, gap=50, val_start=600)
+    got = stored_events(data)
+    assert set(got) == set(expected)
+    for u, (ts, its, split) in expected.items():
+        assert got[u]["timestamp"].tolist() == ts
+        assert [original_item[i] for i in got[u]["item"].tolist()] == its
+        assert got[u]["split"].tolist() == split
+    assert summary.events == 5000 and summary.dropped_events == 0
+    assert summary.split_events["gap"] == sum(50 > t - 700 >= 0 for t in rows["timestamp"])
+
+
+def test_ids_counts_and_meta(tmp_path):
+    rows = {"user": [5, 5, 5, 9, 9, 9], "item": [30, 10, 30, 20, 30, 10],
+            "timestamp": [1, 2, 3, 1, 2, 9], "like": [1.0, 0.0, None, 1.0, 1.0, 0.0]}
+    src = write_table(tmp_path / "log.csv", rows)
+    prepare(src, tmp_path / "data", table_config(cutoff=3), progress=False)
+    data = PreparedData(tmp_path / "data")
+    items = data.items()
+    # dense 1-based item indices in original-id order; 0 stays padding
+    assert items["item"].to_list() == [10, 20, 30] and items["index"].to_list() == [1, 2, 3]
+    # training counts (t < 3): item 30 twice (u5 t1, u9 t2), 10 once, 20 once
+    assert data.item_counts().tolist() == [0, 1, 1, 2]
+    # positives: like == 1 is positive, like == 0 negative, absent -> positive
+    assert data.item_counts(positives=True).tolist() == [0, 0, 1, 2]
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    assert meta["counts"]["events"] == 6 and meta["counts"]["users"] == 2
+    assert meta["split"]["train_end"] == 3 and meta["fields"]["feedback"] == {"like": "binary"}
+    u5 = data.user_events(0)
+    assert u5["fb_like"].tolist()[:2] == [1.0, 0.0] and np.isnan(u5["fb_like"][2])
+
+
+def test_ties_keep_input_order(tmp_path):
+    rows = {"user": [1, 1, 1, 1], "item": [4, 3, 2, 1], "timestamp": [5, 5, 5, 1],
+            "like": [1.0, 1.0, 1.0, 1.0]}
+    prepare(write_table(tmp_path / "log.csv", rows), tmp_path / "data",
+            table_config(cutoff=5), progress=False)
+    data = PreparedData(tmp_path / "data")
+    assert data.user_events(0)["item"].tolist() == [1, 4, 3, 2]
+
+
+def test_auto_cutoff_by_fraction_and_test_duration(tmp_path):
+    rows = random_log(n_events=4000, with_ties=False)
+    src = write_table(tmp_path / "log.parquet", rows)
+    s = prepare(src, tmp_path / "a", table_config(test_fraction=0.2), progress=False)
+    share = s.split_events["test"] / s.events
+    assert 0.19 <= share <= 0.21
+    t = np.sort(rows["timestamp"])
+    s = prepare(src, tmp_path / "b", table_config(test_duration=10**8, gap=10**6),
+                progress=False)
+    assert s.boundaries["test_end"] == t[-1] + 1
+    assert s.split_events["test"] == int((t >= t[-1] + 1 - 10**8).sum())
+
+
+def test_leave_one_out(tmp_path):
+    lines = ["1 10", "1 11", "1 12", "1 13", "2 10", "2 14", "3 11", "3 12", "3 13"]
+    src = tmp_path / "seq.txt"
+    src.write_text("\n".join(lines) + "\n")
+    cfg = PrepareConfig(format="sasrec", split=SplitConfig(kind="leave-one-out"))
+    s = prepare(src, tmp_path / "data", cfg, progress=False)
+    data = PreparedData(tmp_path / "data")
+    assert data.user_events(0)["split"].tolist() == [TRAIN, TRAIN, VAL, TEST]
+    assert data.user_events(1)["split"].tolist() == [TRAIN, TRAIN]  # fewer than 3 events
+    assert data.user_events(2)["split"].tolist() == [TRAIN, VAL, TEST]
+    assert s.split_events == {"train": 5, "val": 2, "gap": 0, "test": 2}
+    assert data.meta["counts"]["split_users_with_targets"]["test"] == 2
+
+
+def test_duplicates_error_drop_keep(tmp_path):
+    rows = {"user": [1, 1, 1, 2], "item": [7, 7, 8, 7], "timestamp": [3, 3, 4, 3],
+            "like": [1.0, 1.0, 1.0, 1.0]}
+    src = write_table(tmp_path / "log.csv", rows)
+    with pytest.raises(DataError) as e:
+        prepare(src, tmp_path / "a", table_config("error", cutoff=4), progress=False)
+    assert "duplicate" in str(e.value) and "log.csv" in str(e.value) and "row 2" in str(e.value)
+    assert "--on-duplicate" in str(e.value)
+    assert not (tmp_path / "a").exists()
+    for policy, n in (("drop", 3), ("keep", 4)):
+        cfg = table_config(cutoff=4)
+        cfg.on_duplicate = policy
+        assert prepare(src, tmp_path / policy, cfg, progress=False).events == n
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"timestamp": [1, -5, 3]}, ["negative", "row 2", "timestamp"]),
+    ({"item": [1, None, 3]}, ["null", "row 2", "item"]),
+])
+def test_bad_values_leave_nothing_behind(tmp_path, bad, words):
+    rows = {"user": [1, 1, 2], "item": [1, 2, 3], "timestamp": [1, 2, 3], "like": [1.0] * 3}
+    rows.update(bad)
+    src = write_table(tmp_path / "log.parquet", rows)
+    with pytest.raises(DataError) as e:
+        prepare(src, tmp_path / "data", table_config(cutoff=2), progress=False)
+    for word in words:
+        assert word in str(e.value)
+    assert "log.parquet" in str(e.value)
+    assert list(tmp_path.iterdir()) == [src]  # no output, no temporary directory
+
+
+def test_existing_output_and_empty_split(tmp_path):
+    src = write_table(tmp_path / "log.csv", {"user": [1, 1], "item": [1, 2],
+                                             "timestamp": [1, 2], "like": [1.0, 1.0]})
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="already exists"):
+        prepare(src, tmp_path / "data", table_config(cutoff=2), progress=False)
+    with pytest.raises(DataError, match="no training or no test"):
+        prepare(src, tmp_path / "other", table_config(cutoff=100), progress=False)
+
+
+def test_overwrite_replaces(tmp_path):
+    src = write_table(tmp_path / "log.csv", {"user": [1, 1], "item": [1, 2],
+                                             "timestamp": [1, 2], "like": [1.0, 1.0]})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "old.txt").write_text("x")
+    prepare(src, tmp_path / "data", table_config(cutoff=2), overwrite=True, progress=False)
+    assert not (tmp_path / "data" / "old.txt").exists()
+    assert PreparedData(tmp_path / "data").num_items == 2
+
+
+def test_not_a_prepared_dataset(tmp_path):
+    with pytest.raises(DataError, match="argus prepare"):
+        PreparedData(tmp_path)
