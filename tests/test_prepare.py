@@ -177,3 +177,32 @@ def test_overwrite_replaces(tmp_path):
 def test_not_a_prepared_dataset(tmp_path):
     with pytest.raises(DataError, match="argus prepare"):
         PreparedData(tmp_path)
+
+
+@pytest.mark.data
+def test_ml1m_leave_one_out(shared_data, tmp_path):
+    cfg = PrepareConfig(format="sasrec", split=SplitConfig(kind="leave-one-out"))
+    s = prepare(shared_data / "ml-1m" / "ml-1m.txt", tmp_path / "ml1m", cfg, progress=False)
+    assert (s.users, s.items, s.events) == (6040, 3416, 999_611)
+    assert s.split_events["test"] == 6040 and s.split_events["val"] == 6040
+    data = PreparedData(tmp_path / "ml1m")
+    assert data.meta["counts"]["split_users_with_targets"]["test"] == 6040
+    # SASRec's file is already in time order: user 1's items come back in line order
+    items = data.items()
+    first = [items["item"][i - 1] for i in data.user_events(0)["item"][:5].tolist()]
+    lines = (shared_data / "ml-1m" / "ml-1m.txt").read_text().splitlines()[:5]
+    assert first == [int(line.split()[1]) for line in lines]
+
+
+@pytest.mark.data
+def test_ml100k_temporal_split_with_ratings(shared_data, tmp_path):
+    cfg = PrepareConfig(format="recbole", split=SplitConfig(test_fraction=0.1))
+    s = prepare(shared_data / "ml-100k" / "ml-100k.inter", tmp_path / "ml100k", cfg,
+                progress=False)
+    assert (s.users, s.items, s.events) == (943, 1682, 100_000)
+    assert 9_000 <= s.split_events["test"] <= 11_000
+    data = PreparedData(tmp_path / "ml100k")
+    assert data.feedback_fields == {"rating": "value"}
+    ratings = np.concatenate([np.asarray(sh.events["fb_rating"]) for sh in data.shards])
+    assert set(np.unique(ratings).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert data.meta["source"]["has_time"] and data.meta["split"]["time_min"] == 874724710
