@@ -110,33 +110,38 @@ def _simulation_report(summary) -> str:
 def prepare(
     source: Annotated[Path, typer.Argument(help="Event log: a file or a directory (Yambda).")],
     out: Annotated[Path, typer.Argument(help="Dataset directory to write (must not exist).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="auto, yambda, movielens, "
-                                        "recbole, sasrec, s3rec or table.")] = "auto",
+    format: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="auto (default), yambda, movielens, recbole, sasrec, s3rec or "
+        "table.")] = None,
     column: Annotated[Optional[list[str]], typer.Option(
         "--column", "-c", help="table format: CANONICAL=SOURCE, e.g. user=customer_id, "
         "timestamp=ts, like=liked, context:surface=page (repeat).")] = None,
-    ignore_extra: Annotated[bool, typer.Option(help="table format: ignore unmapped "
-                                               "columns.")] = False,
-    split: Annotated[str, typer.Option(help="temporal or leave-one-out.")] = "temporal",
-    cutoff: Annotated[Optional[int], typer.Option(help="temporal: end of training (a "
-                                                  "timestamp).")] = None,
-    test_fraction: Annotated[float, typer.Option(help="temporal without --cutoff/--test-duration:"
-                                                 " share of events after the cut-off.")] = 0.1,
-    gap: Annotated[int, typer.Option(help="temporal: seconds between train and test.")] = 0,
-    test_duration: Annotated[Optional[int], typer.Option(help="temporal: seconds of test "
-                                                         "(the log's last ones).")] = None,
-    val_duration: Annotated[int, typer.Option(help="temporal: seconds before the cut-off "
-                                              "held out for validation.")] = 0,
-    on_duplicate: Annotated[str, typer.Option(help="error, drop or keep exact duplicate "
-                                              "events.")] = "error",
-    min_played_ratio: Annotated[float, typer.Option(help="listen fraction that makes a listen "
-                                                    "positive.")] = 0.5,
-    min_rating: Annotated[Optional[float], typer.Option(help="rating that makes a rating "
-                                                        "positive (default: any).")] = None,
-    shard_events: Annotated[int, typer.Option(help="target events per shard (bounds "
-                                              "memory).")] = 4_000_000,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file with these options "
-                                                   "(command-line flags win).")] = None,
+    ignore_extra: Annotated[Optional[bool], typer.Option(
+        "--ignore-extra", help="table/recbole: ignore unmapped columns.")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        help="temporal (default) or leave-one-out.")] = None,
+    cutoff: Annotated[Optional[int], typer.Option(
+        help="temporal: end of training (a timestamp).")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(
+        help="temporal without --cutoff/--test-duration: share of events after the cut-off "
+        "[0.1].")] = None,
+    gap: Annotated[Optional[int], typer.Option(
+        help="temporal: seconds between train and test [0; Yambda: 1800].")] = None,
+    test_duration: Annotated[Optional[int], typer.Option(
+        help="temporal: seconds of test, the log's last ones [all after the gap; Yambda: "
+        "86400].")] = None,
+    val_duration: Annotated[Optional[int], typer.Option(
+        help="temporal: seconds before the cut-off held out for validation [0].")] = None,
+    on_duplicate: Annotated[Optional[str], typer.Option(
+        help="error (default), drop or keep exact duplicate events.")] = None,
+    min_played_ratio: Annotated[Optional[float], typer.Option(
+        help="listen fraction that makes a listen positive [0.5].")] = None,
+    min_rating: Annotated[Optional[float], typer.Option(
+        help="rating that makes a rating positive [any rating].")] = None,
+    shard_events: Annotated[Optional[int], typer.Option(
+        help="target events per shard; bounds memory [4000000].")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML file with these options; flags given on the command line win.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
@@ -149,36 +154,19 @@ def prepare(
     from argusrec.prepare import PrepareConfig, prepare as run
 
     fields = _load_yaml(config)
-    split_fields = dict(fields.pop("split", {}) or {})
-    ctx = click_context()
-    given = {k for k, v in ctx.params.items()
-             if ctx.get_parameter_source(k).name != "DEFAULT"} if ctx else set()
-
-    def pick(name, value, into):
-        if name in given or name not in into:
-            into[name] = value
-
-    split_fields.setdefault("kind", split)
-    if "split" in given:
-        split_fields["kind"] = split
-    for name, value in dict(cutoff=cutoff, test_fraction=test_fraction, gap=gap,
-                            test_duration=test_duration, val_duration=val_duration).items():
-        pick(name, value, split_fields)
-    for name, value in dict(format=format, ignore_extra=ignore_extra, on_duplicate=on_duplicate,
-                            min_played_ratio=min_played_ratio, min_rating=min_rating,
-                            shard_events=shard_events).items():
-        pick(name, value, fields)
+    split_fields = dict(fields.pop("split", None) or {})
+    given_split = dict(kind=split, cutoff=cutoff, test_fraction=test_fraction, gap=gap,
+                       test_duration=test_duration, val_duration=val_duration)
+    split_fields.update({k: v for k, v in given_split.items() if v is not None})
+    given = dict(format=format, ignore_extra=ignore_extra, on_duplicate=on_duplicate,
+                 min_played_ratio=min_played_ratio, min_rating=min_rating,
+                 shard_events=shard_events)
+    fields.update({k: v for k, v in given.items() if v is not None})
     if column:
         fields["columns"] = _parse_columns(column)
     cfg = PrepareConfig(**fields, split=split_fields)
     summary = run(source, out, cfg, overwrite=overwrite, progress=not quiet)
     typer.echo(_prepare_report(summary))
-
-
-def click_context():
-    import click
-
-    return click.get_current_context(silent=True)
 
 
 def _parse_columns(pairs: list[str]) -> dict[str, str]:

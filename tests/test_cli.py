@@ -1,0 +1,81 @@
+"""The argus command line: help on every verb, option plumbing, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from argusrec.cli import app
+
+from conftest import write_table
+
+runner = CliRunner()
+VERBS = ["simulate", "prepare", "info", "demo"]
+
+
+def test_help_lists_every_verb():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in VERBS:
+        assert verb in result.output
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb):
+    result = runner.invoke(app, [verb, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_prepare_table_with_mapping_and_info(tmp_path):
+    src = write_table(tmp_path / "log.csv", {
+        "customer": [1, 1, 1, 2, 2], "sku": ["a", "b", "c", "a", "c"],
+        "ts": [1, 2, 3, 1, 5], "page": ["home", "search", "home", None, "home"]})
+    out = tmp_path / "data"
+    result = runner.invoke(app, ["prepare", str(src), str(out), "-f", "table", "-c",
+                                 "user=customer", "-c", "item=sku", "-c", "timestamp=ts",
+                                 "-c", "context:surface=page", "--cutoff", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "prepared 5 events" in result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["fields"]["context"]["surface"] == {"cardinality": 3,
+                                                    "values": ["home", "search"]}
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "5 events" in info.output and "surface" in info.output
+
+
+def test_yaml_config_and_flags_override(tmp_path):
+    src = write_table(tmp_path / "log.csv", {"user": [1] * 6, "item": list(range(6)),
+                                             "timestamp": list(range(6))})
+    cfg = tmp_path / "prepare.yaml"
+    cfg.write_text("format: table\ncolumns: {user: user, item: item, timestamp: timestamp}\n"
+                   "split: {cutoff: 4}\n")
+    ok = runner.invoke(app, ["prepare", str(src), str(tmp_path / "a"), "--config", str(cfg),
+                             "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["split"]["train_end"] == 4
+    flag = runner.invoke(app, ["prepare", str(src), str(tmp_path / "b"), "--config", str(cfg),
+                               "--cutoff", "2", "--quiet"])
+    assert flag.exit_code == 0, flag.output
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["split"]["train_end"] == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["prepare", "/no/such/file.csv", "OUT"], ["does not exist", "/no/such/file.csv"]),
+    (["prepare", "LOG", "OUT", "--format", "excel"], ["unknown format 'excel'"]),
+    (["prepare", "LOG", "OUT", "-f", "table", "-c", "user"], ["CANONICAL=SOURCE"]),
+    (["prepare", "LOG", "OUT", "--split", "random"], ["invalid options", "kind"]),
+    (["prepare", "LOG", "OUT", "--config", "/no/such.yaml"], ["config file does not exist"]),
+    (["info", "OUT"], ["argus prepare"]),
+])
+def test_bad_input_is_one_clear_message(tmp_path, args, words):
+    src = write_table(tmp_path / "log.csv", {"user": [1, 1], "item": [1, 2],
+                                             "timestamp": [1, 2]})
+    argv = [str(src) if a == "LOG" else str(tmp_path / "out") if a == "OUT" else a
+            for a in args]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output
