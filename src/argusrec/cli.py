@@ -116,8 +116,8 @@ def prepare(
     column: Annotated[Optional[list[str]], typer.Option(
         "--column", "-c", help="table format: CANONICAL=SOURCE, e.g. user=customer_id, "
         "timestamp=ts, like=liked, context:surface=page (repeat).")] = None,
-    ignore_extra: Annotated[Optional[bool], typer.Option(
-        "--ignore-extra", help="table/recbole: ignore unmapped columns.")] = None,
+    ignore_extra: Annotated[bool, typer.Option(
+        "--ignore-extra", help="table/recbole: ignore unmapped columns.")] = False,
     split: Annotated[Optional[str], typer.Option(
         help="temporal (default) or leave-one-out.")] = None,
     cutoff: Annotated[Optional[int], typer.Option(
@@ -126,20 +126,20 @@ def prepare(
         help="temporal without --cutoff/--test-duration: share of events after the cut-off "
         "[0.1].")] = None,
     gap: Annotated[Optional[int], typer.Option(
-        help="temporal: seconds between train and test [0; Yambda: 1800].")] = None,
+        help="temporal: seconds between train and test (default: 0; Yambda: 1800).")] = None,
     test_duration: Annotated[Optional[int], typer.Option(
-        help="temporal: seconds of test, the log's last ones [all after the gap; Yambda: "
-        "86400].")] = None,
+        help="temporal: seconds of test, the log's last ones (default: all after the "
+        "gap; Yambda: 86400).")] = None,
     val_duration: Annotated[Optional[int], typer.Option(
-        help="temporal: seconds before the cut-off held out for validation [0].")] = None,
+        help="temporal: seconds before the cut-off held out for validation (default: 0).")] = None,
     on_duplicate: Annotated[Optional[str], typer.Option(
         help="error (default), drop or keep exact duplicate events.")] = None,
     min_played_ratio: Annotated[Optional[float], typer.Option(
-        help="listen fraction that makes a listen positive [0.5].")] = None,
+        help="listen fraction that makes a listen positive (default: 0.5).")] = None,
     min_rating: Annotated[Optional[float], typer.Option(
-        help="rating that makes a rating positive [any rating].")] = None,
+        help="rating that makes a rating positive (default: any rating).")] = None,
     shard_events: Annotated[Optional[int], typer.Option(
-        help="target events per shard; bounds memory [4000000].")] = None,
+        help="target events per shard; bounds memory (default: 4000000).")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="YAML file with these options; flags given on the command line win.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
@@ -158,7 +158,7 @@ def prepare(
     given_split = dict(kind=split, cutoff=cutoff, test_fraction=test_fraction, gap=gap,
                        test_duration=test_duration, val_duration=val_duration)
     split_fields.update({k: v for k, v in given_split.items() if v is not None})
-    given = dict(format=format, ignore_extra=ignore_extra, on_duplicate=on_duplicate,
+    given = dict(format=format, ignore_extra=ignore_extra or None, on_duplicate=on_duplicate,
                  min_played_ratio=min_played_ratio, min_rating=min_rating,
                  shard_events=shard_events)
     fields.update({k: v for k, v in given.items() if v is not None})
