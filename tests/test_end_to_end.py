@@ -1,0 +1,44 @@
+"""End to end over the simulator: simulate -> prepare (Yambda protocol) -> load a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from argusrec.demo import run_demo
+from argusrec.sequences import PreparedData
+
+
+def test_demo_pipeline_on_the_simulator(tmp_path, capsys):
+    report = run_demo(tmp_path / "demo", users=40, max_len=64, batch_size=4)
+    out = capsys.readouterr().out
+    assert "1/3 simulate" in out and "3/3 load" in out
+    sim, prep = report["simulate"], report["prepare"]
+    assert prep.events + prep.dropped_events == sim.events
+    assert prep.split_events["test"] > 0 and prep.split_events["gap"] >= 0
+    assert report["train_windows"] > 0 and report["test_windows"] > 0
+
+    data = PreparedData(tmp_path / "demo" / "data")
+    meta = data.meta
+    assert meta["source"]["format"] == "yambda"
+    assert set(data.feedback_fields) == {"played_ratio", "like", "dislike"}
+    assert data.context_fields == {"is_organic": 3}
+    # the Yambda protocol: one day of test after a 30-minute gap
+    split = meta["split"]
+    assert split["test_start"] - split["train_end"] == 1800
+    assert split["test_end"] - split["test_start"] == 86_400
+    # item side data from the simulator's artist/album maps and content embeddings
+    items = data.items()
+    assert {"artist", "artist_index", "album", "album_index", "has_embedding"} <= set(
+        items.columns)
+    assert items["has_embedding"].all() and (items["artist_index"] > 0).all()
+    emb = np.load(tmp_path / "demo" / "data" / "item_embeddings.npy")
+    assert emb.shape == (data.num_items + 1, meta["fields"]["item_embedding_dim"])
+    source = pl.read_parquet(tmp_path / "demo" / "events" / "embeddings.parquet")
+    row = source.filter(pl.col("item_id") == items["item"][0])
+    assert np.allclose(emb[1], np.asarray(row["embed"][0], dtype=np.float32))
+    # events are stored per user in time order, and listens carry a played ratio
+    events = data.user_events(0)
+    assert (np.diff(events["timestamp"]) >= 0).all()
+    listens = events["event_type"] == meta["fields"]["event_types"].index("listen") + 1
+    assert not np.isnan(events["fb_played_ratio"][listens]).any()
