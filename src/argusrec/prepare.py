@@ -334,8 +334,16 @@ def _positive(log: EventLog, config: PrepareConfig) -> pl.Expr:
 
 
 def _handle_duplicates(df: pl.DataFrame, log: EventLog, policy: str) -> pl.DataFrame:
-    """Raise on exact duplicate events, or drop the repeats (the first copy stays)."""
-    duplicates = find_duplicates(df, log)
+    """Raise on exact duplicate events, or drop the repeats (the first copy stays).
+
+    ``df`` is sorted by (user, timestamp, ...), so exact duplicates lie inside runs of equal
+    (user, timestamp): only those rows go through the full row comparison, which otherwise
+    costs a hash of every column of every row.
+    """
+    same = (pl.col(USER) == pl.col(USER).shift(1)) & (
+        pl.col(TIMESTAMP) == pl.col(TIMESTAMP).shift(1))
+    candidates = df.filter(same.fill_null(False) | same.shift(-1).fill_null(False))
+    duplicates = find_duplicates(candidates, log)
     if len(duplicates) == 0:
         return df
     if policy == "error":
@@ -432,15 +440,24 @@ def _attach_item_features(log: EventLog, items: pl.DataFrame, tmp: Path
             .cast(pl.Int32).alias(f"{name}_index"))
     if features.embeddings is None:
         return items, None
-    emb = (features.embeddings.join(items.lazy().select(ITEM, "index"), on=ITEM, how="inner")
-           .unique(subset=[ITEM], keep="first").collect())
+    emb = features.embeddings.join(items.lazy().select(ITEM, "index"), on=ITEM,
+                                   how="inner").collect()
     if len(emb) == 0:
         return items, None
-    dim = int(emb["embedding"].list.len().max())
+    lengths = emb["embedding"].list.len()
+    dim = int(lengths.max())
+    if int(lengths.min()) != dim:
+        raise DataError(f"item embeddings have different lengths ({lengths.min()}..{dim})",
+                        path=log.sources[0], column="embed",
+                        fix="give every item an embedding of the same dimension")
+    index = emb["index"].to_numpy()
     matrix = np.zeros((len(items) + 1, dim), dtype=np.float32)
-    matrix[emb["index"].to_numpy()] = np.stack(emb["embedding"].to_numpy()).astype(np.float32)
+    # an item listed twice keeps its last row, deterministically (the file's order)
+    matrix[index] = emb["embedding"].list.to_array(dim).to_numpy().astype(np.float32, copy=False)
     np.save(tmp / "item_embeddings.npy", matrix)
-    items = items.with_columns(pl.col("index").is_in(emb["index"].implode()).alias("has_embedding"))
+    has = np.zeros(len(items) + 1, dtype=np.bool_)
+    has[index] = True
+    items = items.with_columns(pl.Series("has_embedding", has[1:]))
     return items, dim
 
 
