@@ -42,3 +42,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory) -> Path:
+    """A tiny simulated service, prepared with a temporal split (shared by model tests)."""
+    from argusrec.prepare import PrepareConfig, SplitConfig, prepare
+    from argusrec.simulate import SimulatorConfig, simulate
+
+    root = tmp_path_factory.mktemp("sim")
+    simulate(SimulatorConfig(users=24, events_scale=0.02, items=2000, seed=1), root / "events",
+             progress=False)
+    prepare(root / "events", root / "data",
+            PrepareConfig(split=SplitConfig(test_fraction=0.2, val_duration=86_400 * 5)),
+            progress=False)
+    return root / "data"

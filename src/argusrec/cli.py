@@ -221,6 +221,114 @@ def info(
                f"event types: {', '.join(f['event_types'])}")
 
 
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+@app.command()
+@_friendly
+def pretrain(
+    data: Annotated[Path, typer.Argument(help="A prepared dataset (`argus prepare`).")],
+    out: Annotated[Path, typer.Argument(help="Run directory: checkpoints, TensorBoard logs.")],
+    preset: Annotated[Optional[str], typer.Option(
+        help="Model size: debug, 3m, 32m, 126m or 1b (default: debug).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML with TrainConfig fields (model:, objective:, optim: ...); flags win.")] = None,
+    loss: Annotated[Optional[str], typer.Option(
+        help="Next-item loss: full, sampled, logq or corrected (default: corrected).")] = None,
+    negatives: Annotated[Optional[int], typer.Option(
+        help="Uniform negatives per batch for sampled losses (default: 1024).")] = None,
+    sasrec: Annotated[bool, typer.Option(
+        "--sasrec", help="SASRec: positives only, next-item loss only, no feedback input.")]
+    = False,
+    max_len: Annotated[Optional[int], typer.Option(help="History window in events.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows per batch (default: 32).")]
+    = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Passes over the data when --max-steps is not given (default: 1).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 1e-3).")]
+    = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default: auto).")]
+    = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data loader processes.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 0).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its "
+                                         "latest checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model's parameter "
+                                          "counts and exit.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Pretrain an ARGUS model (next-item + feedback prediction) on a prepared dataset.
+
+    Checkpoints are written to OUT/checkpoints every --checkpoint-every steps and when the run
+    is interrupted (Ctrl-C, SIGTERM); --resume continues exactly where it stopped.
+    TensorBoard logs: OUT/tensorboard.
+    """
+    from argusrec.sequences import PreparedData
+    from argusrec.train import TrainConfig, build_model, pretrain as run, sasrec_overrides
+
+    fields = _load_yaml(config)
+    for dotted, value in {"preset": preset, "objective.next_item_loss": loss,
+                          "objective.num_uniform": negatives, "model.max_len": max_len,
+                          "batch_size": batch_size, "max_steps": max_steps, "epochs": epochs,
+                          "optim.lr": lr, "device": device, "threads": threads,
+                          "num_workers": workers, "seed": seed}.items():
+        if value is not None:
+            _set(fields, dotted, value)
+    if sasrec:
+        for dotted, value in sasrec_overrides().items():
+            _set(fields, dotted, value)
+    cfg = TrainConfig(**fields)
+    if dry_run:
+        model = build_model(cfg, PreparedData(data))
+        counts = model.parameter_counts()
+        typer.echo(f"preset {cfg.preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        return
+    summary = run(data, out, cfg, resume=resume, progress=not quiet)
+    typer.echo(f"{'stopped' if summary.stopped_early else 'trained'} at step {summary.steps}: "
+               f"loss {summary.final_loss:.4f}, {summary.tokens_per_second:,.0f} tokens/s, "
+               f"{summary.seconds:.1f}s; encoder {summary.parameters['encoder']:,} parameters "
+               f"-> {out}/checkpoints")
+
+
+@app.command()
+@_friendly
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A run directory or checkpoint.")],
+    data: Annotated[Optional[Path], typer.Option(
+        help="Prepared dataset (default: the one the model was trained on).")] = None,
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20,50,100",
+    exclude_seen: Annotated[bool, typer.Option(
+        "--exclude-seen", help="Filter items the user has already interacted with.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
+                                                     "as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Evaluate a checkpoint on test-period events (history from before only).
+
+    Full-catalogue HR/NDCG/MRR/Coverage@K for the next positive item, next-item entropy, and
+    feedback log loss / AUC per signal.
+    """
+    from argusrec.evaluate import evaluate as run, report
+
+    try:
+        ks = [int(x) for x in k.split(",") if x.strip()]
+    except ValueError:
+        raise DataError(f"--k '{k}' is not a list of integers", fix="write it like 10,20,100")
+    results = run(checkpoint, data, split=split, ks=ks, exclude_seen=exclude_seen,
+                  batch_size=batch_size, device=device, out_json=json_out, progress=not quiet)
+    typer.echo(report(results, f"{checkpoint} on {split} (seen items "
+                                f"{'excluded' if exclude_seen else 'kept'})"))
+
+
 @app.command()
 @_friendly
 def demo(

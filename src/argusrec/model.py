@@ -1,0 +1,304 @@
+"""The ARGUS model: a causal transformer over (context, item, feedback) events, with heads.
+
+ARGUS (arXiv 2507.15994, "Model"): every event of a user's history becomes one token, the sum
+of its context, item and feedback embeddings (*simplified ARGUS*), or three tokens in a row
+(*full ARGUS*). A pre-norm causal transformer gives a state h_t after each event, and two heads
+read it:
+
+- next-item prediction (NIP): u_t = MLP([h_{t-1}; context_t]) is the user vector; the item
+  tower gives v_i; the score is <u_t, v_i> / T with T = exp(theta) clipped to [0.01, 100];
+- feedback prediction (FP): MLP([h_{t-1}; context_t; item_t]) gives one logit per signal.
+
+In full ARGUS, the context token of event t has seen everything up to event t-1 plus context_t,
+so NIP reads its hidden state; the item token has also seen item_t, so FP reads that.
+
+The model is written for one device and knows nothing of distribution (STYLE.md principle 2).
+
+Legend: B batch, L events, S tokens (L or 3L), D width, U user-vector width, F feedback
+signals, C context fields, V catalogue size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedding,
+                                 TimeGapEmbedding, item_keys)
+from argusrec.loader import Batch
+
+
+class ModelConfig(BaseModel):
+    """Architecture of the encoder and its heads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Literal["simplified", "full"] = Field(
+        "simplified", description="one token per event, or three (context, item, feedback)")
+    d_model: int = Field(64, ge=8, description="transformer width D")
+    n_layers: int = Field(2, ge=1, description="transformer blocks")
+    n_heads: int = Field(2, ge=1, description="attention heads (d_model divisible by it)")
+    ff_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of d_model")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on embeddings and blocks")
+    max_len: int = Field(512, ge=2, description="longest history window, in events")
+    positions: Literal["learned", "rotary", "none"] = Field(
+        "learned", description="position encoding inside a window")
+    time_buckets: int = Field(0, ge=0, description="log2 time-gap buckets; 0 turns them off")
+    item_embedding: Literal["auto", "hashed", "exact"] = Field(
+        "auto", description="hashed (k hashes into one table), exact, or auto: exact when "
+        "the catalogue fits in the hashed table")
+    num_hashes: int = Field(3, ge=1, le=6, description="hash functions per item (paper: 3)")
+    hash_table_size: int = Field(524_288, ge=16, description="rows of the hashed table "
+                                 "(paper: 512K)")
+    use_content: bool = Field(True, description="add projected item content vectors when the "
+                              "dataset has them")
+    use_context: bool = Field(True, description="embed context fields and event types")
+    use_feedback: bool = Field(True, description="embed feedback signals into the tokens")
+    user_dim: int = Field(64, ge=4, description="width U of user and item vectors")
+    head_hidden: int = Field(0, ge=0, description="hidden width of head MLPs; 0 = d_model")
+    feedback_head: bool = Field(True, description="predict feedback signals (FP head)")
+    init_temperature: float = Field(1.0, gt=0, description="initial softmax temperature T")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the model needs to know about a prepared dataset."""
+
+    num_items: int
+    item_keys: np.ndarray  # (V+1,) int64; row 0 padding
+    context_cardinalities: list[int]
+    num_event_types: int
+    feedback_names: list[str]
+    feedback_kinds: list[str]
+    content: np.ndarray | None = None  # (V+1, E)
+
+    @classmethod
+    def from_prepared(cls, data) -> "DataSpec":
+        """From an opened :class:`argusrec.sequences.PreparedData`."""
+        items = data.items()
+        keys = np.zeros(data.num_items + 1, dtype=np.int64)
+        keys[items["index"].to_numpy()] = item_keys(items["item"].to_list())
+        content_path = data.path / "item_embeddings.npy"
+        fields = data.context_fields
+        return cls(num_items=data.num_items, item_keys=keys,
+                   context_cardinalities=[fields[name] for name in sorted(fields)],
+                   num_event_types=len(data.meta["fields"]["event_types"]),
+                   feedback_names=list(data.feedback_fields),
+                   feedback_kinds=list(data.feedback_fields.values()),
+                   content=np.load(content_path, mmap_mode="r") if content_path.exists()
+                   else None)
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding applied to queries and keys (B, H, S, Dh)."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10_000.0) -> None:
+        super().__init__()
+        inv = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+        angles = torch.outer(torch.arange(max_len).float(), inv)  # (S, Dh/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        S = x.shape[-2]
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        cos, sin = self.cos[:S].to(x.dtype), self.sin[:S].to(x.dtype)
+        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: causal SDPA self-attention, then a GELU feed-forward."""
+
+    def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
+        super().__init__()
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
+        self.n_heads, self.dropout, self.rotary = cfg.n_heads, cfg.dropout, rotary
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.ff = _mlp(cfg.d_model, cfg.ff_mult * cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, S, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, S, 3, self.n_heads, D // self.n_heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, S, Dh)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        # Right padding + a causal mask: padded positions come last, so they never reach a
+        # real one, and no explicit padding mask is needed (the fused kernels stay usable).
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, S, D)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """The causal transformer: token embeddings (B, S, D) -> hidden states (B, S, D)."""
+
+    def __init__(self, cfg: ModelConfig, max_tokens: int) -> None:
+        super().__init__()
+        rotary = Rotary(cfg.d_model // cfg.n_heads, max_tokens) if cfg.positions == "rotary" \
+            else None
+        self.position = nn.Embedding(max_tokens, cfg.d_model) if cfg.positions == "learned" \
+            else None
+        if self.position is not None:
+            nn.init.normal_(self.position.weight, std=0.02)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, rotary) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.position is not None:
+            x = x + self.position.weight[: x.shape[1]]
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+@dataclass
+class ModelOutput:
+    """user: (B, L, U) NIP user vectors, where position t predicts event t; feedback: (B, L, F)
+    FP logits for event t (None without the FP head); hidden: (B, S, D) encoder states."""
+
+    user: Tensor
+    feedback: Tensor | None
+    hidden: Tensor
+
+
+class ArgusModel(nn.Module):
+    """ARGUS encoder with next-item and feedback heads, sized for one prepared dataset."""
+
+    def __init__(self, cfg: ModelConfig, spec: DataSpec) -> None:
+        super().__init__()
+        self.cfg, self.spec = cfg, spec
+        D, U = cfg.d_model, cfg.user_dim
+        hidden = cfg.head_hidden or D
+        kind = cfg.item_embedding
+        if kind == "auto":
+            kind = "exact" if spec.num_items + 1 <= cfg.hash_table_size else "hashed"
+        content = (torch.from_numpy(np.array(spec.content, dtype=np.float32)) if cfg.use_content and
+                   spec.content is not None else None)
+        self.items = ItemEmbedding(torch.from_numpy(spec.item_keys), D, kind=kind,
+                                   num_hashes=cfg.num_hashes, table_size=cfg.hash_table_size,
+                                   content=content)
+        self.context = (ContextEmbedding(spec.context_cardinalities, spec.num_event_types, D)
+                        if cfg.use_context else None)
+        self.feedback = (FeedbackEmbedding(len(spec.feedback_names), D)
+                         if cfg.use_feedback else None)
+        self.time_gap = TimeGapEmbedding(cfg.time_buckets, D) if cfg.time_buckets else None
+        tokens_per_event = 3 if cfg.variant == "full" else 1
+        if cfg.variant == "full":
+            self.token_type = nn.Embedding(3, D)
+            nn.init.normal_(self.token_type.weight, std=0.02)
+        self.encoder = Encoder(cfg, tokens_per_event * cfg.max_len)
+        # Simplified ARGUS: the state before the first event of a window is a learned vector.
+        self.start = nn.Parameter(torch.zeros(D))
+        nip_in = D if cfg.variant == "full" else 2 * D
+        fp_in = D if cfg.variant == "full" else 3 * D
+        self.user_head = _mlp(nip_in, hidden, U)
+        self.item_tower = _mlp(D, hidden, U)
+        self.feedback_head = (_mlp(fp_in, hidden, len(spec.feedback_names))
+                              if cfg.feedback_head and spec.feedback_names else None)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
+
+    # -- pieces --------------------------------------------------------------------------------
+    @property
+    def temperature(self) -> Tensor:
+        """T = exp(theta), clipped to [0.01, 100]."""
+        return self.log_temperature.exp().clamp(0.01, 100.0)
+
+    def item_vectors(self, ids: Tensor) -> Tensor:
+        """Item tower: item indices (...,) -> (..., U)."""
+        return self.item_tower(self.items(ids))
+
+    def _context(self, batch: Batch) -> Tensor:
+        B, L = batch.item.shape
+        ctx = self.context(batch.context, batch.event_type) if self.context is not None \
+            else batch.item.new_zeros(B, L, self.cfg.d_model, dtype=self.start.dtype)
+        if self.time_gap is not None:
+            ctx = ctx + self.time_gap(batch.timestamp)
+        return ctx
+
+    def _feedback(self, batch: Batch, like: Tensor) -> Tensor:
+        fb = self.feedback(batch.feedback) if self.feedback is not None else None
+        return torch.zeros_like(like) if fb is None else fb
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> ModelOutput:
+        ctx = self._context(batch)  # (B, L, D)
+        item = self.items(batch.item)  # (B, L, D)
+        fb = self._feedback(batch, item)  # (B, L, D)
+        keep = batch.mask.unsqueeze(-1)
+        if self.cfg.variant == "simplified":
+            hidden = self.encoder((ctx + item + fb) * keep)  # (B, L, D)
+            # h_{t-1}: shift right by one event, the learned start state first
+            prev = torch.cat([self.start.expand(hidden.shape[0], 1, -1), hidden[:, :-1]], 1)
+            user = self.user_head(torch.cat([prev, ctx], dim=-1))
+            fb_logits = (self.feedback_head(torch.cat([prev, ctx, item], dim=-1))
+                         if self.feedback_head is not None else None)
+        else:
+            B, L, D = item.shape
+            types = self.token_type.weight  # (3, D)
+            tokens = torch.stack([ctx + types[0], item + types[1], fb + types[2]], dim=2)
+            hidden = self.encoder((tokens * keep.unsqueeze(2)).reshape(B, 3 * L, D))
+            per_event = hidden.view(B, L, 3, D)
+            user = self.user_head(per_event[:, :, 0])  # context token: history + context_t
+            fb_logits = (self.feedback_head(per_event[:, :, 1])  # item token: + item_t
+                         if self.feedback_head is not None else None)
+        return ModelOutput(user=user, feedback=fb_logits, hidden=hidden)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of the encoder, the heads and the embedding tables, separately."""
+        def count(*modules):
+            return sum(p.numel() for m in modules if m is not None for p in m.parameters())
+
+        heads = count(self.user_head, self.item_tower, self.feedback_head) + 1
+        embeddings = count(self.items, self.context, self.feedback, self.time_gap) + (
+            self.token_type.weight.numel() if self.cfg.variant == "full" else 0)
+        encoder = count(self.encoder) + self.start.numel()
+        return {"encoder": encoder, "heads": heads, "embeddings": embeddings,
+                "total": sum(p.numel() for p in self.parameters())}
+
+
+# Named sizes. Encoder parameters ~ 12 * n_layers * d_model^2 (attention 4 d^2, MLP 8 d^2);
+# the four large ones match the paper's 3.2M / 32M / 126M / 1.007B encoders.
+PRESETS: dict[str, dict] = {
+    "debug": dict(d_model=32, n_layers=2, n_heads=2, max_len=64, user_dim=32,
+                  hash_table_size=4096),
+    "3m": dict(d_model=256, n_layers=4, n_heads=4, user_dim=128),
+    "32m": dict(d_model=512, n_layers=10, n_heads=8, user_dim=256),
+    "126m": dict(d_model=1024, n_layers=10, n_heads=16, user_dim=256),
+    "1b": dict(d_model=2048, n_layers=20, n_heads=16, user_dim=512),
+}
+
+
+def encoder_parameter_count(cfg: ModelConfig) -> int:
+    """Exact parameters of the encoder (blocks, positions, final norm, start state), from the
+    config alone, so the 1B preset can be sized without building it."""
+    D, H = cfg.d_model, cfg.ff_mult * cfg.d_model
+    block = (3 * D * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D) + 4 * D
+    tokens = (3 if cfg.variant == "full" else 1) * cfg.max_len
+    positions = tokens * D if cfg.positions == "learned" else 0
+    return cfg.n_layers * block + positions + 2 * D + D
+
+
+def model_config(preset: str = "debug", **overrides) -> ModelConfig:
+    """A preset's ModelConfig with field overrides (YAML or keyword)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return ModelConfig(**{**PRESETS[preset], **overrides})

@@ -1,0 +1,357 @@
+"""`argus pretrain`: the training loop for ARGUS next-item + feedback pretraining.
+
+AdamW with linear warmup and cosine decay, gradient clipping and accumulation, bf16 autocast
+where the device supports it, a progress bar with loss and tokens/s, and TensorBoard logs.
+The batch order is a pure function of (seed, epoch), and checkpoints carry the model, the
+optimizer, the schedule, every random state and the position in the data, so `--resume`
+continues exactly where an interrupted run stopped (the loss curve matches; a test).
+
+Checkpoints (STYLE.md principle 11) are directories `checkpoints/step-NNNNNNNN/` with
+`model.safetensors`, `state.pt` (optimizer, scheduler, RNG, data position) and `config.json`
+(the resolved config, data metadata, format version), written to a temporary name and renamed;
+`checkpoints/latest` names the newest. SIGTERM and SIGINT save one before stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from argusrec import __version__
+from argusrec.errors import DataError
+from argusrec.loader import SequenceDataset, collate
+from argusrec.model import ArgusModel, DataSpec, ModelConfig, model_config
+from argusrec.objective import ObjectiveConfig, PretrainObjective
+from argusrec.sequences import PreparedData
+
+CHECKPOINT_VERSION = 1
+
+
+class OptimConfig(BaseModel):
+    """Optimizer and schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a share of the peak")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on matrices")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup steps")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 = no clipping")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+
+
+class TrainConfig(BaseModel):
+    """Everything `argus pretrain` needs; saved resolved inside every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field("debug", description="model size preset (debug, 3m, 32m, 126m, 1b)")
+    model: dict[str, Any] = Field(default_factory=dict, description="ModelConfig overrides")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    batch_size: int = Field(32, ge=1, description="windows per micro-batch")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = epochs")
+    epochs: float = Field(1.0, gt=0, description="passes over the training windows "
+                          "(when max_steps is None)")
+    positives_only: bool = Field(False, description="train on positive events only (SASRec)")
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    seed: int = Field(0, ge=0, description="seed of initialisation, data order and sampling")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    bf16: bool | None = Field(None, description="bf16 autocast; None = on where supported "
+                              "(CUDA with bf16)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch")
+    log_every: int = Field(10, ge=1, description="steps between TensorBoard points")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
+
+    def resolved_model(self) -> ModelConfig:
+        return model_config(self.preset, **self.model)
+
+
+@dataclass
+class TrainSummary:
+    out: str
+    steps: int
+    tokens: int
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(default_factory=list)
+    parameters: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def sasrec_overrides() -> dict[str, Any]:
+    """SASRec as a configuration of the same code: positives only, next-item loss only, and no
+    feedback or context input (the transformer sees the item sequence alone)."""
+    return {"positives_only": True, "objective.nip_targets": "positive",
+            "objective.feedback_weight": 0.0, "model.use_feedback": False,
+            "model.feedback_head": False, "model.use_context": False}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, data: PreparedData) -> ArgusModel:
+    """A fresh model for ``data``, initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    return ArgusModel(cfg.resolved_model(), DataSpec.from_prepared(data))
+
+
+def _optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": other, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``total``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class BatchOrder:
+    """Deterministic batches: epoch e shuffles window indices with seed (seed, e)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = max(1, n // batch_size)  # drop the ragged tail: equal-size batches
+
+    def epoch(self, e: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        return [perm[i * self.batch_size:(i + 1) * self.batch_size]
+                for i in range(self.per_epoch)]
+
+    def from_position(self, micro: int):
+        """Batches from global micro-batch number ``micro`` on, forever."""
+        e, i = divmod(micro, self.per_epoch)
+        while True:
+            yield from self.epoch(e)[i:]
+            e, i = e + 1, 0
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, *, step: int, model: ArgusModel, optimizer, scheduler,
+                    cfg: TrainConfig, data: PreparedData, micro: int, keep: int) -> Path:
+    """Write checkpoints/step-N atomically and point checkpoints/latest at it."""
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".step-{step:08d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+              str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(), "step": step, "micro": micro}, tmp / "state.pt")
+    (tmp / "config.json").write_text(json.dumps({
+        "format_version": CHECKPOINT_VERSION, "argusrec_version": __version__, "step": step,
+        "train": cfg.model_dump(), "model": cfg.resolved_model().model_dump(),
+        "data": {"path": str(data.path.resolve()), "meta": data.meta}}, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    pointer = root / f".latest.tmp-{os.getpid()}"
+    pointer.write_text(final.name + "\n")
+    pointer.replace(root / "latest")
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, a run directory, or a checkpoints directory."""
+    p = Path(path)
+    for candidate in (p, p / "checkpoints"):
+        if (candidate / "model.safetensors").exists():
+            return candidate
+        if (candidate / "latest").exists():
+            return candidate / (candidate / "latest").read_text().strip()
+    raise DataError("no checkpoint here", path=p,
+                    fix="pass a run directory written by `argus pretrain` or one of its "
+                        "checkpoints/step-N directories")
+
+
+def load_model(path: str | Path, data: PreparedData | None = None,
+               device: str | torch.device = "cpu") -> tuple[ArgusModel, dict, PreparedData]:
+    """(model, checkpoint config, data) from a checkpoint; data defaults to the one it used."""
+    ckpt = find_checkpoint(path)
+    config = json.loads((ckpt / "config.json").read_text())
+    if config.get("format_version") != CHECKPOINT_VERSION:
+        raise DataError(f"checkpoint format {config.get('format_version')} is not "
+                        f"{CHECKPOINT_VERSION}", path=ckpt, fix="retrain with this version")
+    data = data or PreparedData(config["data"]["path"])
+    if data.num_items != config["data"]["meta"]["counts"]["items"]:
+        raise DataError(f"the checkpoint was trained on {config['data']['meta']['counts']['items']}"
+                        f" items, this dataset has {data.num_items}", path=data.path,
+                        fix="evaluate on the dataset the model was trained on")
+    model = ArgusModel(ModelConfig(**config["model"]), DataSpec.from_prepared(data))
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    return model.to(device).eval(), config, data
+
+
+class _StopFlag:
+    """Set by SIGTERM / SIGINT; the loop saves a checkpoint and stops after the current step."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.set = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = None, *,
+             resume: bool = False, progress: bool = True,
+             stop_after: int | None = None) -> TrainSummary:
+    """Pretrain an ARGUS model on a prepared dataset; checkpoints and logs go to ``out``.
+
+    ``stop_after`` ends the run after that many optimizer steps as if interrupted (a
+    checkpoint is written), which tests use to check that ``resume`` is exact.
+    """
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    data = PreparedData(data_path)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model_cfg = cfg.resolved_model()
+    dataset = SequenceDataset(data, split="train", max_len=model_cfg.max_len,
+                              positives_only=cfg.positives_only)
+    if len(dataset) < cfg.batch_size:
+        raise DataError(f"{len(dataset)} training windows, fewer than one batch of "
+                        f"{cfg.batch_size}", path=data.path, fix="lower --batch-size")
+    order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed)
+    total = cfg.max_steps or max(1, int(cfg.epochs * order.per_epoch / cfg.optim.grad_accum))
+
+    model = build_model(cfg, data).to(device)
+    counts = torch.from_numpy(data.item_counts(positives=cfg.objective.nip_targets ==
+                                               "positive" or cfg.positives_only)).float()
+    objective = PretrainObjective(cfg.objective, model, counts).to(device)
+    optimizer = _optimizer(model, cfg.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  lambda s: lr_factor(s, total, cfg.optim))
+    step, micro = 0, 0
+    if resume:
+        ckpt = find_checkpoint(out)
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step, micro = state["step"], state["micro"]
+    elif (out / "checkpoints").exists():
+        raise DataError("this run directory already has checkpoints", path=out,
+                        fix="pass --resume to continue it, or choose a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (
+        device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+    from torch.utils.data import DataLoader
+    from torch.utils.tensorboard import SummaryWriter
+
+    loader = DataLoader(dataset, batch_sampler=order.from_position(micro), collate_fn=collate,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=step if resume else None)
+    summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
+                           parameters=model.parameter_counts())
+    model.train()
+    started = time.perf_counter()
+    bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        with _StopFlag() as stop:
+            while step < total:
+                loss_sum, tokens, metrics = 0.0, 0, {}
+                for _ in range(cfg.optim.grad_accum):
+                    batch = next(batches).to(device, non_blocking=True)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                        result = objective(model, batch)
+                    (result.loss / cfg.optim.grad_accum).backward()
+                    loss_sum += float(result.loss.detach()) / cfg.optim.grad_accum
+                    tokens += int(batch.mask.sum())
+                    metrics = result.metrics
+                    micro += 1
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                summary.tokens += tokens
+                summary.losses.append(loss_sum)
+                elapsed = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.4f}",
+                                tok_s=f"{summary.tokens / max(elapsed, 1e-9):,.0f}")
+                if step % cfg.log_every == 0 or step == total:
+                    writer.add_scalar("train/loss", loss_sum, step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    writer.add_scalar("train/temperature", float(model.temperature.detach()), step)
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"train/{k}", v, step)
+                interrupted = stop.set or (stop_after is not None and step >= stop_after)
+                if step % cfg.checkpoint_every == 0 or step == total or interrupted:
+                    save_checkpoint(out, step=step, model=model, optimizer=optimizer,
+                                    scheduler=scheduler, cfg=cfg, data=data, micro=micro,
+                                    keep=cfg.keep_checkpoints)
+                if interrupted:
+                    summary.stopped_early = True
+                    break
+    finally:
+        bar.close()
+        writer.close()
+    summary.steps = step
+    summary.seconds = time.perf_counter() - started
+    summary.final_loss = summary.losses[-1] if summary.losses else math.nan
+    return summary

@@ -1,0 +1,117 @@
+"""The ARGUS model: shapes, causality, hashed embeddings, presets' parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from argusrec.embeddings import ItemEmbedding, hash_rows, item_keys
+from argusrec.loader import SequenceDataset, collate
+from argusrec.model import (PRESETS, ArgusModel, DataSpec, ModelConfig, encoder_parameter_count,
+                            model_config)
+from argusrec.sequences import PreparedData
+
+
+def _batch(sim_data, n=4, max_len=32):
+    ds = SequenceDataset(sim_data, split="train", max_len=max_len)
+    return collate([ds[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("variant", ["simplified", "full"])
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_forward_shapes(sim_data, variant, positions):
+    data = PreparedData(sim_data)
+    cfg = model_config("debug", variant=variant, positions=positions, time_buckets=16)
+    model = ArgusModel(cfg, DataSpec.from_prepared(data))
+    batch = _batch(sim_data)
+    out = model(batch)
+    B, L = batch.item.shape
+    assert out.user.shape == (B, L, cfg.user_dim)
+    assert out.feedback.shape == (B, L, 3)
+    assert out.hidden.shape == (B, L * (3 if variant == "full" else 1), cfg.d_model)
+    assert model.item_vectors(torch.tensor([1, 2])).shape == (2, cfg.user_dim)
+    assert 0.01 <= float(model.temperature.detach()) <= 100
+
+
+@pytest.mark.parametrize("variant", ["simplified", "full"])
+def test_causal_no_peeking_at_the_future(sim_data, variant):
+    """Changing event t's item and feedback must not change predictions for events <= t."""
+    data = PreparedData(sim_data)
+    model = ArgusModel(model_config("debug", variant=variant, dropout=0.0),
+                       DataSpec.from_prepared(data)).eval()
+    batch = _batch(sim_data, n=2)
+    t = 10
+    changed = collate([_batch_row(batch, 0), _batch_row(batch, 1)])
+    changed.item[:, t] = changed.item[:, t] % data.num_items + 1
+    changed.feedback[:, t] = 0.0
+    with torch.no_grad():
+        a, b = model(batch), model(changed)
+    # user vector at t predicts event t from events < t and context_t: unchanged up to t
+    assert torch.allclose(a.user[:, : t + 1], b.user[:, : t + 1], atol=1e-5)
+    assert not torch.allclose(a.user[:, t + 1:], b.user[:, t + 1:], atol=1e-5)
+    # feedback logits at t read item_t (changed), but those before t are untouched
+    assert torch.allclose(a.feedback[:, :t], b.feedback[:, :t], atol=1e-5)
+
+
+def _batch_row(batch, b):
+    n = int(batch.mask[b].sum())
+    return {"user": batch.user[b].numpy(), "item": batch.item[b, :n].numpy().copy(),
+            "timestamp": batch.timestamp[b, :n].numpy(), "event_type": batch.event_type[b, :n].numpy(),
+            "context": batch.context[b, :n].numpy(), "feedback": batch.feedback[b, :n].numpy().copy(),
+            "positive": batch.positive[b, :n].numpy(), "target": batch.target[b, :n].numpy()}
+
+
+def test_padding_does_not_change_real_positions(sim_data):
+    data = PreparedData(sim_data)
+    model = ArgusModel(model_config("debug", dropout=0.0), DataSpec.from_prepared(data)).eval()
+    ds = SequenceDataset(sim_data, split="train", max_len=32)
+    sample = ds[0]
+    n = len(sample["item"])
+    with torch.no_grad():
+        alone = model(collate([sample])).user[0, :n]
+        padded = model(collate([sample], pad_to=n + 7)).user[0, :n]
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_hashed_embeddings_are_deterministic_and_take_unseen_ids():
+    keys = torch.tensor([0, 11, 12, 10**12])
+    rows = hash_rows(keys, 3, 1000)
+    assert rows.shape == (4, 3) and (rows >= 0).all() and (rows < 1000).all()
+    assert torch.equal(rows, hash_rows(keys, 3, 1000))
+    assert len(set(rows[1].tolist())) == 3  # three different rows for one id (w.h.p.)
+    emb = ItemEmbedding(keys, 8, kind="hashed", num_hashes=3, table_size=1000)
+    out = emb(torch.tensor([[1, 2, 0]]))
+    assert out.shape == (1, 3, 8) and torch.all(out[0, 2] == 0)  # padding is zero
+    assert item_keys(["a", "b"]).tolist() == item_keys(["a", "b"]).tolist()
+
+
+def test_auto_item_embedding_choice(sim_data):
+    spec = DataSpec.from_prepared(PreparedData(sim_data))
+    small = ArgusModel(model_config("debug", hash_table_size=10**6), spec)
+    hashed = ArgusModel(model_config("debug", hash_table_size=64), spec)
+    assert small.items.kind == "exact" and hashed.items.kind == "hashed"
+    assert hashed.items.table.weight.shape[0] == 64
+
+
+@pytest.mark.parametrize("preset", ["debug", "3m"])
+def test_encoder_count_formula_matches_the_model(sim_data, preset):
+    spec = DataSpec.from_prepared(PreparedData(sim_data))
+    for variant in ("simplified", "full"):
+        cfg = model_config(preset, variant=variant)
+        assert ArgusModel(cfg, spec).parameter_counts()["encoder"] == encoder_parameter_count(cfg)
+
+
+def test_presets_match_the_papers_sizes():
+    expected = {"3m": 3.2e6, "32m": 32e6, "126m": 126e6, "1b": 1.007e9}
+    for name, target in expected.items():
+        n = encoder_parameter_count(model_config(name))
+        assert abs(n - target) / target < 0.04, (name, n)
+    assert set(PRESETS) == {"debug", *expected}
+    with pytest.raises(ValueError, match="unknown preset"):
+        model_config("7b")
+
+
+def test_heads_must_divide_the_width(sim_data):
+    spec = DataSpec.from_prepared(PreparedData(sim_data))
+    with pytest.raises(ValueError, match="divisible"):
+        ArgusModel(ModelConfig(d_model=30, n_heads=4), spec)
