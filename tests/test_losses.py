@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from argusrec.losses import (
     FeedbackLoss,
@@ -492,3 +493,22 @@ def test_sampled_loss_validates_its_arguments():
     loss_fn = SampledSoftmaxLoss(10, torch.ones(11), correction="corrected")
     with pytest.raises(ValueError, match="target positions"):
         loss_fn(torch.zeros(2, 3, 4), torch.ones(2, dtype=torch.int64), lambda ids: ids, 1.0)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1024])
+def test_fused_cross_entropy_matches_plain(chunk):
+    from argusrec.losses import softmax_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    user = torch.randn(37, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(23, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 23, (37,), generator=g)
+    fast = softmax_cross_entropy(user, items, target, chunk) * 3.0  # a non-unit upstream grad
+    gu, gi = torch.autograd.grad(fast, (user, items))
+    plain = F.cross_entropy(user @ items.T, target) * 3.0
+    pu, pi = torch.autograd.grad(plain, (user, items))
+    assert torch.allclose(fast, plain) and torch.allclose(gu, pu) and torch.allclose(gi, pi)
+    assert torch.autograd.gradcheck(
+        lambda u, i: softmax_cross_entropy(u, i, target, chunk), (user, items))
+    with torch.no_grad():  # inference: no gradients are computed or kept
+        assert torch.allclose(softmax_cross_entropy(user, items, target, chunk), plain / 3.0)

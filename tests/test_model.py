@@ -115,3 +115,14 @@ def test_heads_must_divide_the_width(sim_data):
     spec = DataSpec.from_prepared(PreparedData(sim_data))
     with pytest.raises(ValueError, match="divisible"):
         ArgusModel(ModelConfig(d_model=30, n_heads=4), spec)
+
+
+def test_cpu_dropout_is_inverted_dropout():
+    from argusrec.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.2).train()
+    out = drop(torch.ones(200_000))
+    assert abs(float((out == 0).float().mean()) - 0.2) < 0.01
+    assert abs(float(out.mean()) - 1.0) < 0.01 and set(out.unique().tolist()) == {0.0, 1.25}
+    assert torch.equal(drop.eval()(torch.ones(5)), torch.ones(5))
