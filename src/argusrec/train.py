@@ -305,7 +305,6 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
         state = torch.load(ckpt / "state.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
         step, micro = state["step"], state["micro"]
     elif (out / "checkpoints").exists():
         raise DataError("this run directory already has checkpoints", path=out,
@@ -317,9 +316,14 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     from torch.utils.data import DataLoader
     from torch.utils.tensorboard import SummaryWriter
 
+    # The loader gets its own generator: creating its iterator must not draw from the global
+    # RNG, whose state a resumed run restores (dropout and negative sampling use it).
     loader = DataLoader(dataset, batch_sampler=order.from_position(micro), collate_fn=collate,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))
     batches = iter(loader)
+    if resume:
+        _set_rng_state(state["rng"])
     writer = SummaryWriter(str(out / "tensorboard"), purge_step=step if resume else None)
     summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
                            parameters=model.parameter_counts())

@@ -1,0 +1,99 @@
+"""pretrain: exact resume, checkpoints on SIGTERM, every loss, SASRec, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from argusrec.objective import PretrainObjective
+from argusrec.train import TrainConfig, find_checkpoint, load_model, pretrain, sasrec_overrides
+
+
+def tiny(**fields) -> TrainConfig:
+    base = dict(preset="debug", model={"max_len": 32}, batch_size=4, max_steps=8,
+                checkpoint_every=100, objective={"num_uniform": 64})
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("loss", ["corrected", "full"])
+def test_resume_continues_the_same_loss_curve(sim_data, tmp_path, loss):
+    cfg = tiny(objective={"next_item_loss": loss})
+    straight = pretrain(sim_data, tmp_path / "a", cfg, progress=False)
+    first = pretrain(sim_data, tmp_path / "b", cfg, progress=False, stop_after=3)
+    assert first.stopped_early and first.steps == 3
+    rest = pretrain(sim_data, tmp_path / "b", cfg, progress=False, resume=True)
+    assert rest.steps == 8
+    assert np.allclose(straight.losses, first.losses + rest.losses, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_contents_and_reload(sim_data, tmp_path):
+    summary = pretrain(sim_data, tmp_path / "run", tiny(), progress=False)
+    ckpt = find_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step-00000008"
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.json"}
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["model"]["max_len"] == 32 and config["data"]["meta"]["counts"]["items"] > 0
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+    model, _, _ = load_model(tmp_path / "run")
+    assert model.parameter_counts() == summary.parameters
+    with pytest.raises(Exception, match="already has checkpoints"):
+        pretrain(sim_data, tmp_path / "run", tiny(), progress=False)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(sim_data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    forward = PretrainObjective.forward
+
+    def forward_then_signal(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would
+        return forward(self, model, batch)
+
+    monkeypatch.setattr(PretrainObjective, "forward", forward_then_signal)
+    summary = pretrain(sim_data, tmp_path / "run", tiny(max_steps=50), progress=False)
+    assert summary.stopped_early and summary.steps == 3
+    assert find_checkpoint(tmp_path / "run").name == "step-00000003"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM))
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled", "logq", "corrected"])
+@pytest.mark.parametrize("variant", ["simplified", "full"])
+def test_every_loss_and_variant_trains(sim_data, tmp_path, loss, variant):
+    cfg = tiny(objective={"next_item_loss": loss}, model={"variant": variant}, max_steps=4)
+    summary = pretrain(sim_data, tmp_path / "run", cfg, progress=False)
+    assert summary.steps == 4 and np.isfinite(summary.losses).all()
+
+
+def test_sasrec_is_a_configuration(sim_data, tmp_path):
+    fields = tiny().model_dump()
+    for dotted, value in sasrec_overrides().items():
+        node = fields
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    cfg = TrainConfig(**fields)
+    pretrain(sim_data, tmp_path / "run", cfg, progress=False)
+    model, config, _ = load_model(tmp_path / "run")
+    assert model.feedback_head is None and model.feedback is None and model.context is None
+    assert config["train"]["positives_only"]
+
+
+def test_loss_goes_down(sim_data, tmp_path):
+    cfg = tiny(max_steps=60, optim={"lr": 3e-3, "warmup_steps": 5},
+               objective={"next_item_loss": "full"}, model={"dropout": 0.0})
+    losses = pretrain(sim_data, tmp_path / "run", cfg, progress=False).losses
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5
