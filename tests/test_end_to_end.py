@@ -10,13 +10,14 @@ from argusrec.sequences import PreparedData
 
 
 def test_demo_pipeline_on_the_simulator(tmp_path, capsys):
-    report = run_demo(tmp_path / "demo", users=40, max_len=64, batch_size=4)
+    report = run_demo(tmp_path / "demo", users=40, train={"max_steps": 3, "batch_size": 4})
     out = capsys.readouterr().out
-    assert "1/3 simulate" in out and "3/3 load" in out
+    assert "1/4 simulate" in out and "4/4 evaluate" in out and "HR@10" in out
     sim, prep = report["simulate"], report["prepare"]
     assert prep.events + prep.dropped_events == sim.events
     assert prep.split_events["test"] > 0 and prep.split_events["gap"] >= 0
-    assert report["train_windows"] > 0 and report["test_windows"] > 0
+    assert report["train_windows"] > 0 and report["pretrain"].steps == 3
+    assert 0 <= report["evaluate"]["HR@10"] <= 1 and report["evaluate"]["count"] > 0
 
     data = PreparedData(tmp_path / "demo" / "data")
     meta = data.meta

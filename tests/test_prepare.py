@@ -206,3 +206,34 @@ def test_ml100k_temporal_split_with_ratings(shared_data, tmp_path):
     ratings = np.concatenate([np.asarray(sh.events["fb_rating"]) for sh in data.shards])
     assert set(np.unique(ratings).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
     assert data.meta["source"]["has_time"] and data.meta["split"]["time_min"] == 874724710
+
+
+def test_merge_reactions_moves_likes_onto_listens(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"uid": [1, 1, 1, 1, 1], "timestamp": [10, 12, 20, 25, 30],
+            "item_id": [5, 5, 6, 7, 5], "is_organic": [1, 1, 0, 0, 1],
+            "played_ratio_pct": [100, None, 20, None, 80],
+            "track_length_seconds": [200, None, 180, None, 200],
+            "event_type": ["listen", "like", "listen", "dislike", "listen"]}
+    table = pa.table({"uid": pa.array(rows["uid"], pa.uint32()),
+                      "timestamp": pa.array(rows["timestamp"], pa.uint32()),
+                      "item_id": pa.array(rows["item_id"], pa.uint32()),
+                      "is_organic": pa.array(rows["is_organic"], pa.uint8()),
+                      "played_ratio_pct": pa.array(rows["played_ratio_pct"], pa.uint16()),
+                      "track_length_seconds": pa.array(rows["track_length_seconds"], pa.uint32()),
+                      "event_type": pa.array(rows["event_type"], pa.string())})
+    (tmp_path / "log").mkdir()
+    pq.write_table(table, tmp_path / "log" / "multi_event.parquet")
+    cfg = PrepareConfig(merge_reactions=True, split=SplitConfig(cutoff=26))
+    s = prepare(tmp_path / "log", tmp_path / "data", cfg, progress=False)
+    data = PreparedData(tmp_path / "data")
+    ev = data.user_events(0)
+    types = data.meta["fields"]["event_types"]
+    assert [types[t - 1] for t in ev["event_type"]] == ["listen", "listen", "dislike", "listen"]
+    assert ev["fb_like"][[0, 1, 3]].tolist() == [1.0, 0.0, 0.0]  # the like: the t=10 listen
+    assert np.isnan(ev["fb_like"][2])  # the unmatched dislike event says nothing of likes
+    assert ev["fb_dislike"][[0, 1, 3]].tolist() == [0.0, 0.0, 0.0]  # no listen of item 7
+    assert ev["positive"].tolist() == [True, False, False, True]  # listen fraction decides
+    assert data.meta["counts"]["reactions_merged"] == 1 and s.events == 4

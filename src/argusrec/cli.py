@@ -138,6 +138,9 @@ def prepare(
         help="listen fraction that makes a listen positive (default: 0.5).")] = None,
     min_rating: Annotated[Optional[float], typer.Option(
         help="rating that makes a rating positive (default: any rating).")] = None,
+    merge_reactions: Annotated[bool, typer.Option(
+        "--merge-reactions", help="Yambda-style logs: make each like/dislike the feedback of "
+        "the listen it follows, and drop the reaction row.")] = False,
     shard_events: Annotated[Optional[int], typer.Option(
         help="target events per shard; bounds memory (default: 4000000).")] = None,
     config: Annotated[Optional[Path], typer.Option(
@@ -160,7 +163,7 @@ def prepare(
     split_fields.update({k: v for k, v in given_split.items() if v is not None})
     given = dict(format=format, ignore_extra=ignore_extra or None, on_duplicate=on_duplicate,
                  min_played_ratio=min_played_ratio, min_rating=min_rating,
-                 shard_events=shard_events)
+                 shard_events=shard_events, merge_reactions=merge_reactions or None)
     fields.update({k: v for k, v in given.items() if v is not None})
     if column:
         fields["columns"] = _parse_columns(column)
@@ -338,7 +341,11 @@ def demo(
                                                  "simulator's default size).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Run the pipeline on the built-in simulator (no downloads): simulate -> prepare -> load."""
+    """Run the pipeline on the built-in simulator (no downloads).
+
+    simulate -> prepare (Yambda protocol) -> pretrain a small ARGUS model -> evaluate it on
+    the test day. About a minute on 2 cores.
+    """
     from argusrec.demo import run_demo
 
     run_demo(workdir, users=users, seed=seed)

@@ -57,15 +57,15 @@ def evaluate_model(model: ArgusModel, data: PreparedData, *, split: str = "test"
     feedback = FeedbackMetrics()
     names, kinds = model.spec.feedback_names, model.spec.feedback_kinds
     entropy_sum, entropy_count = 0.0, 0
-    all_items = torch.arange(1, V + 1, device=device)
     started = time.perf_counter()
+    # the item tower is deterministic in eval mode: every batch scores against the same vectors
+    item_vecs = model.item_vectors(torch.arange(1, V + 1, device=device))  # (V, U)
     for lo in tqdm(range(0, len(indices), batch_size), desc=f"evaluate {split}",
                    disable=not progress):
         rows = indices[lo:lo + batch_size]
         samples = [dataset[int(i)] for i in rows]
         batch = collate(samples).to(device)
         out = model(batch)
-        item_vecs = model.item_vectors(all_items)  # (V, U); the tower may use dropout-free eval
         sel = target_positions(batch)
         user = out.user[sel]  # (T, U)
         target = batch.item[sel]

@@ -85,6 +85,10 @@ class PrepareConfig(BaseModel):
                                     "this played fraction (Yambda's listen+: 0.5)")
     min_rating: float | None = Field(None, description="a rating is positive at or above this "
                                      "value; None = every rated item is positive")
+    merge_reactions: bool = Field(
+        False, description="Yambda-style logs: attach each like / dislike event to the user's "
+        "latest listen of that item at or before it (as its like / dislike feedback) and drop "
+        "the reaction row; other listens get like = dislike = 0")
     shard_events: int = Field(4_000_000, ge=1_000, description="target events per shard; "
                               "bounds memory (about 100 bytes per event while preparing)")
 
@@ -205,7 +209,10 @@ def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareC
     train_positive = np.zeros(n_items + 1, dtype=np.int64)
     split_events = np.zeros(4, dtype=np.int64)
     shard_meta, user_tables = [], []
-    duplicates_dropped = 0
+    duplicates_dropped = reactions_merged = 0
+    if config.merge_reactions and not {"like", "dislike"} & set(log.feedback):
+        raise DataError("--merge-reactions needs like or dislike events", path=log.sources[0],
+                        fix="drop the option: this log has no reactions to merge")
     encode = _Encoder(log, config, bounds, items, users, event_type_names, context_vocab)
     for shard_no, path in enumerate(tqdm(bucket_files, desc="prepare: shards", unit="shard",
                                          disable=not progress)):
@@ -216,6 +223,9 @@ def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareC
             before = len(df)
             df = _handle_duplicates(df, log, config.on_duplicate)
             duplicates_dropped += before - len(df)
+        if config.merge_reactions:
+            df, merged = merge_reactions(df, log)
+            reactions_merged += merged
         arrays, user_table = encode(df, shard_no)
         if len(user_table) == 0:
             continue
@@ -246,7 +256,7 @@ def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareC
     summary = PrepareSummary(
         out=str(tmp), events=stored, users=len(user_table), items=n_items,
         split_events={name: int(split_events[code]) for name, code in split_names.items()},
-        dropped_events=total - duplicates_dropped - stored,
+        dropped_events=total - duplicates_dropped - reactions_merged - stored,
         duplicates_dropped=duplicates_dropped, shards=len(shard_meta), seconds=0.0,
         boundaries=bounds)
     meta = {
@@ -259,6 +269,7 @@ def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareC
         "counts": {"events": stored, "users": len(user_table), "items": n_items,
                    "input_events": total, "dropped_events": summary.dropped_events,
                    "duplicates_dropped": duplicates_dropped,
+                   "reactions_merged": reactions_merged,
                    "split_events": summary.split_events,
                    "split_users_with_targets": {
                        name: int((user_table[f"n_{name}"] > 0).sum())
@@ -321,16 +332,50 @@ def _positive(log: EventLog, config: PrepareConfig) -> pl.Expr:
     if "skip" in log.feedback:
         rule = rule.when(pl.col("skip") == 1).then(False)
     if "like" in log.feedback:
-        # an explicit like is positive; an explicit "not liked" (0: unlike, or a 0/1 column)
-        # is negative; absent (null) says nothing
-        rule = rule.when(pl.col("like") == 1).then(True).when(pl.col("like") == 0).then(False)
+        rule = rule.when(pl.col("like") == 1).then(True)
     if "played_ratio" in log.feedback:
         rule = rule.when(pl.col("played_ratio").is_not_null()).then(
             pl.col("played_ratio") >= config.min_played_ratio)
     if "rating" in log.feedback and config.min_rating is not None:
         rule = rule.when(pl.col("rating").is_not_null()).then(
             pl.col("rating") >= config.min_rating)
+    if "like" in log.feedback:
+        # "not liked" decides only when nothing stronger does (a 0/1 column in a table); a
+        # listen's merged like = 0 leaves it to the listen fraction above
+        rule = rule.when(pl.col("like") == 0).then(False)
     return rule.otherwise(True)
+
+
+def merge_reactions(df: pl.DataFrame, log: EventLog) -> tuple[pl.DataFrame, int]:
+    """Move like / dislike events onto the listens they react to; (frame, reactions merged).
+
+    ``df`` is one bucket sorted by (user, timestamp, input order). A reaction attaches to the
+    user's latest listen of the same item at or before it (an as-of join); reactions with no
+    such listen stay as events. Listens then carry like / dislike = 1 or 0, which is what the
+    feedback head should predict for a listen (ARGUS, "feedback prediction").
+    """
+    signals = [f for f in ("like", "dislike") if f in log.feedback]
+    ordered = df.with_row_index("_pos")
+    listens = ordered.filter(pl.col(EVENT_TYPE) == "listen").select(
+        USER, ITEM, TIMESTAMP, pl.col("_pos").alias("_listen"))
+    reactions = ordered.filter(pl.col(EVENT_TYPE).is_in(signals)).select(
+        "_pos", USER, ITEM, TIMESTAMP, EVENT_TYPE)
+    if len(listens) == 0 or len(reactions) == 0:
+        return df, 0
+    matched = (reactions.sort(TIMESTAMP)
+               .join_asof(listens.sort(TIMESTAMP), on=TIMESTAMP, by=[USER, ITEM],
+                          strategy="backward")
+               .filter(pl.col("_listen").is_not_null()))
+    is_listen = pl.col(EVENT_TYPE) == "listen"
+    updates = []
+    for name in signals:
+        hit = matched.filter(pl.col(EVENT_TYPE) == name)["_listen"].implode()
+        updates.append(pl.when(is_listen & pl.col("_pos").is_in(hit)).then(1.0)
+                       .when(is_listen).then(0.0).otherwise(pl.col(name))
+                       .cast(pl.Float32).alias(name))
+    out = (ordered.with_columns(updates)
+           .filter(~pl.col("_pos").is_in(matched["_pos"].implode())).drop("_pos"))
+    return out, len(matched)
 
 
 def _handle_duplicates(df: pl.DataFrame, log: EventLog, policy: str) -> pl.DataFrame:
