@@ -97,3 +97,13 @@ def test_loss_goes_down(sim_data, tmp_path):
                objective={"next_item_loss": "full"}, model={"dropout": 0.0})
     losses = pretrain(sim_data, tmp_path / "run", cfg, progress=False).losses
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5
+
+
+def test_validation_keeps_the_best_and_stops_early(sim_data, tmp_path):
+    cfg = tiny(max_steps=40, eval_every=2, patience=2, keep_checkpoints=1,
+               optim={"lr": 1e-6, "warmup_steps": 0})  # a flat run: no improvement after a while
+    summary = pretrain(sim_data, tmp_path / "run", cfg, progress=False)
+    assert summary.stopped_early and summary.steps < 40 and summary.best_step is not None
+    best = find_checkpoint(tmp_path / "run", "best")
+    assert best.name == f"step-{summary.best_step:08d}" and best.exists()
+    assert (tmp_path / "run" / "checkpoints" / "best").read_text().split()[1] == "NDCG@10"

@@ -260,6 +260,10 @@ def pretrain(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Data loader processes.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 0).")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        help="Validate every N steps; the best checkpoint is kept as checkpoints/best.")] = None,
+    patience: Annotated[Optional[int], typer.Option(
+        help="Stop after N validations without improvement (default: never).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its "
                                          "latest checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model's parameter "
@@ -280,7 +284,8 @@ def pretrain(
                           "objective.num_uniform": negatives, "model.max_len": max_len,
                           "batch_size": batch_size, "max_steps": max_steps, "epochs": epochs,
                           "optim.lr": lr, "device": device, "threads": threads,
-                          "num_workers": workers, "seed": seed}.items():
+                          "num_workers": workers, "seed": seed, "eval_every": eval_every,
+                          "patience": patience}.items():
         if value is not None:
             _set(fields, dotted, value)
     if sasrec:
@@ -306,6 +311,8 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option(
         help="Prepared dataset (default: the one the model was trained on).")] = None,
     split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    which: Annotated[str, typer.Option(help="For a run directory: its latest checkpoint or "
+                                       "the best one by validation.")] = "latest",
     k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20,50,100",
     exclude_seen: Annotated[bool, typer.Option(
         "--exclude-seen", help="Filter items the user has already interacted with.")] = False,
@@ -327,7 +334,8 @@ def evaluate(
     except ValueError:
         raise DataError(f"--k '{k}' is not a list of integers", fix="write it like 10,20,100")
     results = run(checkpoint, data, split=split, ks=ks, exclude_seen=exclude_seen,
-                  batch_size=batch_size, device=device, out_json=json_out, progress=not quiet)
+                  batch_size=batch_size, device=device, out_json=json_out, progress=not quiet,
+                  which=which)
     typer.echo(report(results, f"{checkpoint} on {split} (seen items "
                                 f"{'excluded' if exclude_seen else 'kept'})"))
 

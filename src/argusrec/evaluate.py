@@ -109,12 +109,12 @@ def _seen_mask(dataset: SequenceDataset, rows, samples, sel: torch.Tensor, num_i
 def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: str = "test",
              ks: Sequence[int] = (10, 20, 50, 100), exclude_seen: bool = False,
              batch_size: int = 64, device: str = "cpu", out_json: str | Path | None = None,
-             progress: bool = True) -> dict[str, float]:
+             progress: bool = True, which: str = "latest") -> dict[str, float]:
     """Evaluate a checkpoint; print-ready results (and JSON at ``out_json``)."""
     from argusrec.train import load_model
 
     model, config, prepared = load_model(checkpoint, PreparedData(data) if data else None,
-                                         device)
+                                         device, which)
     positives_only = bool(config["train"].get("positives_only"))
     results = evaluate_model(model, prepared, split=split, ks=ks, exclude_seen=exclude_seen,
                              positives_only=positives_only, batch_size=batch_size,

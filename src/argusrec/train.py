@@ -78,7 +78,14 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch")
     log_every: int = Field(10, ge=1, description="steps between TensorBoard points")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one "
+                                  "is kept as well)")
+    eval_every: int = Field(0, ge=0, description="steps between validation runs; 0 = none")
+    eval_metric: str = Field("NDCG@10", description="validation metric to maximise")
+    eval_max_users: int | None = Field(None, ge=1, description="validate on the first users "
+                                       "only (faster); None = all")
+    patience: int = Field(0, ge=0, description="stop after this many validations without "
+                          "improvement; 0 = never stop early")
 
     def resolved_model(self) -> ModelConfig:
         return model_config(self.preset, **self.model)
@@ -94,6 +101,8 @@ class TrainSummary:
     losses: list[float] = field(default_factory=list)
     parameters: dict[str, int] = field(default_factory=dict)
     stopped_early: bool = False
+    best_value: float = -math.inf
+    best_step: int | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -187,7 +196,8 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(out: Path, *, step: int, model: ArgusModel, optimizer, scheduler,
-                    cfg: TrainConfig, data: PreparedData, micro: int, keep: int) -> Path:
+                    cfg: TrainConfig, data: PreparedData, micro: int, keep: int,
+                    extra: dict | None = None) -> Path:
     """Write checkpoints/step-N atomically and point checkpoints/latest at it."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -198,7 +208,8 @@ def save_checkpoint(out: Path, *, step: int, model: ArgusModel, optimizer, sched
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "step": step, "micro": micro}, tmp / "state.pt")
+                "rng": _rng_state(), "step": step, "micro": micro, **(extra or {})},
+               tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps({
         "format_version": CHECKPOINT_VERSION, "argusrec_version": __version__, "step": step,
         "train": cfg.model_dump(), "model": cfg.resolved_model().model_dump(),
@@ -208,28 +219,39 @@ def save_checkpoint(out: Path, *, step: int, model: ArgusModel, optimizer, sched
     pointer = root / f".latest.tmp-{os.getpid()}"
     pointer.write_text(final.name + "\n")
     pointer.replace(root / "latest")
+    best = (root / "best").read_text().split()[0] if (root / "best").exists() else None
     for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != best:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from itself, a run directory, or a checkpoints directory."""
+def mark_best(out: Path, checkpoint: Path, metric: str, value: float) -> None:
+    """Point checkpoints/best at ``checkpoint`` (atomically), recording the metric."""
+    pointer = out / "checkpoints" / f".best.tmp-{os.getpid()}"
+    pointer.write_text(f"{checkpoint.name} {metric} {value:.6f}\n")
+    pointer.replace(out / "checkpoints" / "best")
+
+
+def find_checkpoint(path: str | Path, which: str = "latest") -> Path:
+    """A checkpoint directory from itself, a run directory, or a checkpoints directory;
+    ``which`` picks the run's latest or best (by validation) checkpoint."""
     p = Path(path)
     for candidate in (p, p / "checkpoints"):
         if (candidate / "model.safetensors").exists():
             return candidate
-        if (candidate / "latest").exists():
-            return candidate / (candidate / "latest").read_text().strip()
-    raise DataError("no checkpoint here", path=p,
+        if (candidate / which).exists():
+            return candidate / (candidate / which).read_text().split()[0]
+    raise DataError(f"no {which} checkpoint here", path=p,
                     fix="pass a run directory written by `argus pretrain` or one of its "
                         "checkpoints/step-N directories")
 
 
 def load_model(path: str | Path, data: PreparedData | None = None,
-               device: str | torch.device = "cpu") -> tuple[ArgusModel, dict, PreparedData]:
+               device: str | torch.device = "cpu", which: str = "latest"
+               ) -> tuple[ArgusModel, dict, PreparedData]:
     """(model, checkpoint config, data) from a checkpoint; data defaults to the one it used."""
-    ckpt = find_checkpoint(path)
+    ckpt = find_checkpoint(path, which)
     config = json.loads((ckpt / "config.json").read_text())
     if config.get("format_version") != CHECKPOINT_VERSION:
         raise DataError(f"checkpoint format {config.get('format_version')} is not "
@@ -242,6 +264,20 @@ def load_model(path: str | Path, data: PreparedData | None = None,
     model = ArgusModel(ModelConfig(**config["model"]), DataSpec.from_prepared(data))
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     return model.to(device).eval(), config, data
+
+
+def validate(model: ArgusModel, data: PreparedData, cfg: TrainConfig) -> float:
+    """The validation metric of the model as it is now (it goes back to training mode)."""
+    from argusrec.evaluate import evaluate_model
+
+    ks = sorted({10, int(cfg.eval_metric.split("@")[1]) if "@" in cfg.eval_metric else 10})
+    results = evaluate_model(model, data, split="val", ks=ks, positives_only=cfg.positives_only,
+                             max_users=cfg.eval_max_users)
+    model.train()
+    if cfg.eval_metric not in results:
+        raise DataError(f"validation has no metric {cfg.eval_metric!r}",
+                        fix="use one of " + ", ".join(sorted(results)))
+    return float(results[cfg.eval_metric])
 
 
 class _StopFlag:
@@ -328,6 +364,10 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
                            parameters=model.parameter_counts())
     model.train()
+    stale = 0
+    if resume:  # early-stopping state continues too
+        summary.best_value = state.get("best_value", -math.inf)
+        summary.best_step, stale = state.get("best_step"), state.get("stale", 0)
     started = time.perf_counter()
     bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", disable=not progress,
                dynamic_ncols=True)
@@ -363,11 +403,28 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                     for k, v in metrics.items():
                         writer.add_scalar(f"train/{k}", v, step)
                 interrupted = stop.set or (stop_after is not None and step >= stop_after)
-                if step % cfg.checkpoint_every == 0 or step == total or interrupted:
-                    save_checkpoint(out, step=step, model=model, optimizer=optimizer,
-                                    scheduler=scheduler, cfg=cfg, data=data, micro=micro,
-                                    keep=cfg.keep_checkpoints)
-                if interrupted:
+                improved = patience_out = False
+                if cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
+                    value = validate(model, data, cfg)
+                    writer.add_scalar(f"val/{cfg.eval_metric}", value, step)
+                    bar.write(f"step {step}: val {cfg.eval_metric} {value:.4f}")
+                    improved = value > summary.best_value
+                    if improved:
+                        summary.best_value, summary.best_step, stale = value, step, 0
+                    else:
+                        stale += 1
+                        patience_out = bool(cfg.patience) and stale >= cfg.patience
+                if (step % cfg.checkpoint_every == 0 or step == total or interrupted or improved
+                        or patience_out):
+                    path = save_checkpoint(out, step=step, model=model, optimizer=optimizer,
+                                           scheduler=scheduler, cfg=cfg, data=data, micro=micro,
+                                           keep=cfg.keep_checkpoints,
+                                           extra={"best_value": summary.best_value,
+                                                  "best_step": summary.best_step,
+                                                  "stale": stale})
+                    if improved:
+                        mark_best(out, path, cfg.eval_metric, summary.best_value)
+                if interrupted or patience_out:
                     summary.stopped_early = True
                     break
     finally:
