@@ -25,23 +25,12 @@ from _common import markdown_table, write_json
 from argusrec.evaluate import evaluate
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.simulate import SimulatorConfig, simulate
-from argusrec.train import TrainConfig, pretrain, sasrec_overrides
+from argusrec.train import TrainConfig, apply_overrides, pretrain, sasrec_overrides
 
 BASE = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads": 2, "user_dim": 64,
                                    "max_len": 256, "time_buckets": 24},
             objective={"next_item_loss": "corrected", "num_uniform": 512},
             optim={"lr": 2e-3, "warmup_steps": 50}, batch_size=32, threads=2)
-
-
-def with_overrides(base: dict, overrides: dict) -> dict:
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for dotted, value in overrides.items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return out
 
 
 RUNS = {
@@ -75,7 +64,7 @@ def main() -> None:
     for name in names:
         out = args.work / f"run-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        cfg = TrainConfig(**with_overrides(BASE, RUNS[name]), epochs=args.epochs,
+        cfg = TrainConfig(**apply_overrides(BASE, RUNS[name]), epochs=args.epochs,
                           seed=args.seed)
         started = time.perf_counter()
         run = pretrain(data, out, cfg, progress=False)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from argusrec.objective import PretrainObjective
-from argusrec.train import TrainConfig, find_checkpoint, load_model, pretrain, sasrec_overrides
+from argusrec.train import (TrainConfig, apply_overrides, find_checkpoint, load_model, pretrain,
+                            sasrec_overrides)
 
 
 def tiny(**fields) -> TrainConfig:
@@ -78,13 +79,7 @@ def test_every_loss_and_variant_trains(sim_data, tmp_path, loss, variant):
 
 
 def test_sasrec_is_a_configuration(sim_data, tmp_path):
-    fields = tiny().model_dump()
-    for dotted, value in sasrec_overrides().items():
-        node = fields
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+    fields = apply_overrides(tiny().model_dump(), sasrec_overrides())
     cfg = TrainConfig(**fields)
     pretrain(sim_data, tmp_path / "run", cfg, progress=False)
     model, config, _ = load_model(tmp_path / "run")

@@ -224,13 +224,6 @@ def info(
                f"event types: {', '.join(f['event_types'])}")
 
 
-def _set(tree: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[leaf] = value
-
-
 @app.command()
 @_friendly
 def pretrain(
@@ -277,21 +270,18 @@ def pretrain(
     TensorBoard logs: OUT/tensorboard.
     """
     from argusrec.sequences import PreparedData
-    from argusrec.train import TrainConfig, build_model, pretrain as run, sasrec_overrides
+    from argusrec.train import (TrainConfig, apply_overrides, build_model, pretrain as run,
+                                sasrec_overrides)
 
-    fields = _load_yaml(config)
-    for dotted, value in {"preset": preset, "objective.next_item_loss": loss,
+    flags = {dotted: value for dotted, value in {"preset": preset, "objective.next_item_loss": loss,
                           "objective.num_uniform": negatives, "model.max_len": max_len,
                           "batch_size": batch_size, "max_steps": max_steps, "epochs": epochs,
                           "optim.lr": lr, "device": device, "threads": threads,
                           "num_workers": workers, "seed": seed, "eval_every": eval_every,
-                          "patience": patience}.items():
-        if value is not None:
-            _set(fields, dotted, value)
+                          "patience": patience}.items() if value is not None}
     if sasrec:
-        for dotted, value in sasrec_overrides().items():
-            _set(fields, dotted, value)
-    cfg = TrainConfig(**fields)
+        flags.update(sasrec_overrides())
+    cfg = TrainConfig(**apply_overrides(_load_yaml(config), flags))
     if dry_run:
         model = build_model(cfg, PreparedData(data))
         counts = model.parameter_counts()

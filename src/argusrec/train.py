@@ -109,6 +109,21 @@ class TrainSummary:
         return self.tokens / max(self.seconds, 1e-9)
 
 
+def apply_overrides(fields: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of config ``fields`` with dotted keys set: {"model.max_len": 200} sets
+    fields["model"]["max_len"]. Used for command-line flags over YAML and for presets."""
+    import copy
+
+    out = copy.deepcopy(fields)
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
 def sasrec_overrides() -> dict[str, Any]:
     """SASRec as a configuration of the same code: positives only, next-item loss only, and no
     feedback or context input (the transformer sees the item sequence alone)."""
