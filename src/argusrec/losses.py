@@ -195,6 +195,7 @@ class SampledSoftmaxLoss(NextItemLoss):
 
     def __init__(self, num_items: int, item_counts: Tensor | None = None, *, in_batch: bool = True,
                  num_uniform: int = 1024, correction: str = "none",
+                 max_in_batch: int | None = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(num_items)
         if correction not in CORRECTIONS:
@@ -204,6 +205,7 @@ class SampledSoftmaxLoss(NextItemLoss):
                              "enable in_batch or set num_uniform >= 1")
         self.in_batch = bool(in_batch)
         self.num_uniform = int(num_uniform)
+        self.max_in_batch = max_in_batch
         self.correction = correction
         self.generator = generator
         counts = None
@@ -257,7 +259,22 @@ class SampledSoftmaxLoss(NextItemLoss):
         vectors = item_vectors(ids)                                        # (T+K, D)
         user = user / temperature  # scale (T, D) once instead of every (T, N) score
         score = _upcast((user * vectors[:t]).sum(-1))                      # (T,) row-wise dot
-        neg_ids, neg_vectors = (ids, vectors) if self.in_batch else (uniform_ids, vectors[t:])
+        if self.in_batch:
+            # At most max_in_batch of the batch's positives serve as negatives: all T of them
+            # make a (T, T + K) score matrix, quadratic in batch tokens (6K targets made the
+            # loss 80% of a CPU step). A uniform subsample of positives is still drawn by
+            # popularity, so its expected counts are m p_j: the corrections below use m.
+            m = min(t, self.max_in_batch) if self.max_in_batch else t
+            batch_ids, batch_vectors = target, vectors[:t]
+            if m < t:
+                where = self.generator.device if self.generator is not None else target.device
+                pick = torch.randperm(t, device=where, generator=self.generator)[:m]
+                pick = pick.to(target.device)
+                batch_ids, batch_vectors = target[pick], batch_vectors[pick]
+            neg_ids = torch.cat([batch_ids, uniform_ids])                  # (N,) = (m + K,)
+            neg_vectors = torch.cat([batch_vectors, vectors[t:]])
+        else:
+            m, neg_ids, neg_vectors = 0, uniform_ids, vectors[t:]
         negatives = _upcast(user @ neg_vectors.T)                          # (T, N) one matmul
         hits = neg_ids[None, :] == target[:, None]                         # (T, N)
         num_negatives = (~hits).sum(1).float()                             # (T,)
@@ -275,15 +292,15 @@ class SampledSoftmaxLoss(NextItemLoss):
             # shows to be wrong -- the positive is in the denominator with probability 1 -- and
             # "corrected" below fixes it. With uniform negatives only every logit moves by the same
             # log(K / V), so "logq" then equals "none", as expected of a constant proposal.
-            log_expected = self._log_expected_logq(neg_ids, t, k)          # (N,)
+            log_expected = self._log_expected_logq(neg_ids, m, k)          # (N,)
             negatives = negatives - log_expected
-            positive = score - self._log_expected_logq(target, t, k)       # (T,)
+            positive = score - self._log_expected_logq(target, m, k)       # (T,)
         elif self.correction == "corrected":
             # RecSys'25: negatives are draws from the proposal with the positive removed,
             # Q'(j|y) = c_j / (C - c_y) for in-batch ones and 1 / (V - 1) for uniform ones. Given
             # the row's n_b + n_u non-hit negatives, item j is expected
             # E_ij = n_b Q'_b(j|y) + n_u Q'_u(j|y) times (one source: E = |N| Q'(j|y), the paper's).
-            log_expected = self._log_expected_corrected(target, neg_ids, hits, t, k)  # (T, N)
+            log_expected = self._log_expected_corrected(target, neg_ids, hits, m, k)  # (T, N)
             negatives = negatives - log_expected
         negatives = negatives.masked_fill(hits, float("-inf"))
         return SampledLogits(score=score, positive=positive, negatives=negatives, hits=hits,
@@ -332,7 +349,7 @@ class SampledSoftmaxLoss(NextItemLoss):
         return torch.log(counts[ids]) - torch.log(counts.sum())
 
     def _log_expected_logq(self, ids: Tensor, t: int, k: int) -> Tensor:
-        """log E_j = log(T p_j [in-batch] + K / V [uniform]) for ids of any shape."""
+        """log E_j = log(t p_j [t in-batch draws] + K / V [uniform]) for ids of any shape."""
         terms = []
         if self.in_batch:
             terms.append(self._log_probs(ids) + math.log(t))

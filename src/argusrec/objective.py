@@ -31,6 +31,9 @@ class ObjectiveConfig(BaseModel):
         "corrected", description="full softmax, or sampled softmax over in-batch + uniform "
         "negatives without correction / with logQ / with the corrected logQ of RecSys'25")
     num_uniform: int = Field(1024, ge=0, description="uniform negatives per batch (sampled)")
+    max_in_batch: int | None = Field(
+        2048, ge=1, description="in-batch negatives: at most this many of the batch's "
+        "positives, drawn at random (None = all; the cost is quadratic in batch tokens)")
     nip_targets: Literal["all", "positive"] = Field(
         "all", description="next-item targets: every event (ARGUS) or positives only")
     feedback_weight: float = Field(1.0, ge=0, description="weight of the feedback loss; "
@@ -53,7 +56,8 @@ class PretrainObjective(nn.Module):
         super().__init__()
         self.cfg = cfg
         spec = model.spec
-        kwargs = {"num_uniform": cfg.num_uniform} if cfg.next_item_loss != "full" else {}
+        kwargs = ({"num_uniform": cfg.num_uniform, "max_in_batch": cfg.max_in_batch}
+                  if cfg.next_item_loss != "full" else {})
         self.next_item = make_next_item_loss(cfg.next_item_loss, spec.num_items,
                                              item_counts=item_counts, **kwargs)
         use_fp = cfg.feedback_weight > 0 and model.feedback_head is not None

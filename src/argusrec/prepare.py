@@ -364,7 +364,7 @@ def merge_reactions(df: pl.DataFrame, log: EventLog) -> tuple[pl.DataFrame, int]
         return df, 0
     matched = (reactions.sort(TIMESTAMP)
                .join_asof(listens.sort(TIMESTAMP), on=TIMESTAMP, by=[USER, ITEM],
-                          strategy="backward")
+                          strategy="backward", check_sortedness=False)  # both sorted above
                .filter(pl.col("_listen").is_not_null()))
     is_listen = pl.col(EVENT_TYPE) == "listen"
     updates = []
