@@ -14,7 +14,8 @@ def test_demo_pipeline_on_the_simulator(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1/4 simulate" in out and "4/4 evaluate" in out and "HR@10" in out
     sim, prep = report["simulate"], report["prepare"]
-    assert prep.events + prep.dropped_events == sim.events
+    assert prep.events + prep.dropped_events + prep.reactions_merged == sim.events
+    assert prep.reactions_merged > 0  # likes and dislikes became feedback of their listens
     assert prep.split_events["test"] > 0 and prep.split_events["gap"] >= 0
     assert report["train_windows"] > 0 and report["pretrain"].steps == 3
     assert 0 <= report["evaluate"]["HR@10"] <= 1 and report["evaluate"]["count"] > 0

@@ -495,7 +495,7 @@ def test_sampled_loss_validates_its_arguments():
         loss_fn(torch.zeros(2, 3, 4), torch.ones(2, dtype=torch.int64), lambda ids: ids, 1.0)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1024])
+@pytest.mark.parametrize("chunk", [5, 1024])
 def test_fused_cross_entropy_matches_plain(chunk):
     from argusrec.losses import softmax_cross_entropy
 

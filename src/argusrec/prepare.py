@@ -113,6 +113,7 @@ class PrepareSummary:
     shards: int
     seconds: float
     boundaries: dict[str, int | None] = field(default_factory=dict)
+    reactions_merged: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -258,6 +259,7 @@ def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareC
         split_events={name: int(split_events[code]) for name, code in split_names.items()},
         dropped_events=total - duplicates_dropped - reactions_merged - stored,
         duplicates_dropped=duplicates_dropped, shards=len(shard_meta), seconds=0.0,
+        reactions_merged=reactions_merged,
         boundaries=bounds)
     meta = {
         "format_version": FORMAT_VERSION,
