@@ -342,7 +342,7 @@ def demo(
     """Run the pipeline on the built-in simulator (no downloads).
 
     simulate -> prepare (Yambda protocol) -> pretrain a small ARGUS model -> evaluate it on
-    the test day. About a minute on 2 cores.
+    the test day. About two minutes on 2 cores.
     """
     from argusrec.demo import run_demo
 
