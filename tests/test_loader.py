@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from argusrec.loader import SequenceDataset, collate, make_loader
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
-from argusrec.sequences import PreparedData
 
 from conftest import TABLE_COLUMNS, random_log, write_table
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from argusrec.errors import DataError

@@ -8,7 +8,6 @@ import signal
 
 import numpy as np
 import pytest
-import torch
 
 from argusrec.objective import PretrainObjective
 from argusrec.train import (TrainConfig, apply_overrides, find_checkpoint, load_model, pretrain,

@@ -61,12 +61,6 @@ def _load_yaml(path: Optional[Path]) -> dict:
     return data
 
 
-def _formats_help() -> str:
-    from argusrec.readers import FORMATS
-
-    return "Input format: " + "; ".join(f"{k} ({v})" for k, v in FORMATS.items())
-
-
 @app.command()
 @_friendly
 def simulate(
@@ -216,7 +210,7 @@ def info(
                f"({meta['source']['format']}, {len(meta['shards'])} shard(s))")
     typer.echo(f"  split ({meta['split']['kind']}): "
                + ", ".join(f"{k} {v:,}" for k, v in c["split_events"].items()))
-    typer.echo(f"  users with targets: " + ", ".join(
+    typer.echo("  users with targets: " + ", ".join(
         f"{k} {v:,}" for k, v in c["split_users_with_targets"].items()))
     f = meta["fields"]
     typer.echo(f"  context: {', '.join(f['context']) or '-'}; feedback: "
@@ -347,10 +341,6 @@ def demo(
     from argusrec.demo import run_demo
 
     run_demo(workdir, users=users, seed=seed)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,8 +55,6 @@ EXTRA_COLUMNS = ("track_length",)
 
 EVENT_TYPES = ("interaction", "listen", "like", "dislike", "unlike", "undislike", "rating")
 
-ID_DTYPES = (pl.Int64, pl.String)
-
 
 @dataclass(frozen=True)
 class ItemFeatures:
@@ -90,9 +88,6 @@ class EventLog:
         return [USER, ITEM, TIMESTAMP, EVENT_TYPE, *self.context, *self.feedback, *self.extra,
                 SOURCE, ROW]
 
-    def where(self, source: int, row: int | None = None) -> tuple[str, int | None]:
-        """(file path, row) for an error message about row ``row`` of source ``source``."""
-        return self.sources[int(source)], row
 
 
 def feedback_kind(name: str) -> str:

@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -506,7 +506,3 @@ def _attach_item_features(log: EventLog, items: pl.DataFrame, tmp: Path
     has[index] = True
     items = items.with_columns(pl.Series("has_embedding", has[1:]))
     return items, dim
-
-
-def summary_dict(summary: PrepareSummary) -> dict:
-    return {**asdict(summary), "events_per_second": summary.events_per_second}

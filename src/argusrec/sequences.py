@@ -31,24 +31,14 @@ FORMAT_VERSION = 1
 TRAIN, VAL, TEST, GAP = 0, 1, 2, 3
 SPLIT_CODES = {"train": TRAIN, "val": VAL, "test": TEST, "gap": GAP}
 
-# is_organic is stored as a context code: 0 unknown, 1 organic, 2 recommendation traffic.
-ORGANIC_CODES = {None: 0, True: 1, False: 2}
-
-# Per-event arrays every shard has; context fields are stored as ctx_<name> (int32 codes,
-# 0 = unknown), feedback as fb_<name> (float32, NaN = absent), extras as x_<name> (float32).
-CORE_ARRAYS = {
-    "user": np.int32,  # per user, not per event: (U_shard,)
-    "offsets": np.int64,  # (U_shard + 1,)
-    "timestamp": np.int64,
-    "item": np.int32,
-    "event_type": np.int16,
-    "split": np.uint8,
-    "positive": np.bool_,
-}
-
 
 def write_shard(directory: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write one shard's arrays as .npy files into ``directory`` (created)."""
+    """Write one shard's arrays as .npy files into ``directory`` (created).
+
+    Per user: ``user`` (U,) global indices and ``offsets`` (U+1,). Per event: timestamp, item,
+    event_type, split, positive, ``ctx_<name>`` int32 codes (0 = unknown; is_organic: 1
+    organic, 2 recommendation), ``fb_<name>`` float32 (NaN = absent), ``x_<name>`` float32.
+    """
     directory.mkdir(parents=True, exist_ok=False)
     for name, array in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
