@@ -77,7 +77,21 @@ def _coverage_update(seen: Tensor, ids: Tensor, valid: Tensor, ks: tuple[int, ..
         seen[i, top] = True
 
 
-class RankingMetrics:
+class _CatalogueMetrics:
+    """Shared set-up of the ranking accumulators: catalogue size V and the cutoffs K."""
+
+    def __init__(self, num_items: int, ks: Sequence[int] = (10, 20, 50, 100)) -> None:
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        self.num_items = int(num_items)
+        self.ks = _check_ks(ks)
+        self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+class RankingMetrics(_CatalogueMetrics):
     """HR, NDCG, MRR and Coverage at several cutoffs, with one target item per row.
 
     Args:
@@ -90,13 +104,6 @@ class RankingMetrics:
         >>> m.compute()["HR@1"]
         1.0
     """
-
-    def __init__(self, num_items: int, ks: Sequence[int] = (10, 20, 50, 100)) -> None:
-        if num_items < 1:
-            raise ValueError(f"num_items must be >= 1, got {num_items}")
-        self.num_items = int(num_items)
-        self.ks = _check_ks(ks)
-        self.reset()
 
     def reset(self) -> None:
         """Forget everything seen so far."""
@@ -160,7 +167,7 @@ class RankingMetrics:
         return out
 
 
-class SetRankingMetrics:
+class SetRankingMetrics(_CatalogueMetrics):
     """Recall, NDCG and Coverage at several cutoffs, with a set of target items per row.
 
     Recall@k = |top-k ∩ targets| / min(|targets|, k); NDCG@k has binary relevance and an ideal
@@ -171,13 +178,6 @@ class SetRankingMetrics:
         num_items: V, the number of real items; scores have V+1 columns (0 is padding).
         ks: cutoffs K.
     """
-
-    def __init__(self, num_items: int, ks: Sequence[int] = (10, 20, 50, 100)) -> None:
-        if num_items < 1:
-            raise ValueError(f"num_items must be >= 1, got {num_items}")
-        self.num_items = int(num_items)
-        self.ks = _check_ks(ks)
-        self.reset()
 
     def reset(self) -> None:
         """Forget everything seen so far."""
