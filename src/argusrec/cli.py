@@ -326,6 +326,187 @@ def evaluate(
 
 @app.command()
 @_friendly
+def finetune(
+    data: Annotated[Path, typer.Argument(help="A prepared dataset (`argus prepare`).")],
+    pretrained: Annotated[Path, typer.Argument(help="A run or checkpoint of `argus pretrain`.")],
+    out: Annotated[Path, typer.Argument(help="Run directory of the fine-tuned model.")],
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML with FinetuneConfig fields (lag, pairs:, lr, ...); flags win.")] = None,
+    lag: Annotated[Optional[int], typer.Option(
+        help="Seconds between the newest event in a user state and the impression (default: "
+             "86400, the daily deployment; 0 = runtime).")] = None,
+    max_len: Annotated[Optional[int], typer.Option(
+        help="Encoder window in events (default: the pretrained model's).")] = None,
+    min_history: Annotated[Optional[int], typer.Option(
+        help="Skip impressions with fewer events of history (default: 1).")] = None,
+    max_impressions: Annotated[Optional[int], typer.Option(
+        help="Impressions per example (default: 512).")] = None,
+    pair_window: Annotated[Optional[int], typer.Option(
+        help="Pair impressions shown within this many seconds instead of within a session.")]
+    = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows per step (default: 8).")]
+    = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes (default: 1).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 3e-4).")]
+    = None,
+    from_scratch: Annotated[bool, typer.Option(
+        "--from-scratch", help="Ablation: keep the architecture, not the pretrained weights.")]
+    = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 0).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Fine-tune a pretrained model as a two-tower ranker over impressions, in one causal pass.
+
+    Every impression (a recommendation event with feedback; every rated event when the log has
+    no organic/recommendation context) is scored from the user state after the last event at or
+    before its time minus --lag. The loss is logistic over pairs of one user's impressions in a
+    session that got different feedback, weighted by the grade difference (like vs skip weighs
+    more than listen vs skip). Prints PairAccuracy on the validation or test period at the end.
+    """
+    from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run
+    from argusrec.train import apply_overrides
+
+    flags = {dotted: value for dotted, value in {
+        "lag": lag, "max_len": max_len, "min_history": min_history,
+        "max_impressions": max_impressions, "batch_size": batch_size, "epochs": epochs,
+        "max_steps": max_steps, "lr": lr, "device": device, "threads": threads,
+        "seed": seed}.items() if value is not None}
+    if pair_window is not None:
+        flags.update({"pairs.pair_within": "window", "pairs.pair_window": pair_window})
+    if from_scratch:
+        flags["from_scratch"] = True
+    cfg = FinetuneConfig(**apply_overrides(_load_yaml(config), flags))
+    summary = run(data, pretrained, out, cfg, progress=not quiet)
+    typer.echo(f"fine-tuned {summary.steps} steps over {summary.examples:,} windows with "
+               f"{summary.impressions:,} impressions ({summary.pairs_seen:,} pairs seen), "
+               f"loss {summary.losses[0]:.4f} -> {summary.final_loss:.4f}, "
+               f"{summary.seconds:.1f}s -> {out}/checkpoints")
+    from argusrec.sequences import PreparedData
+
+    split = "val" if PreparedData(data).meta["counts"]["split_events"].get("val") else "test"
+    results = evaluate_pairs(out, split=split, cfg=cfg)
+    typer.echo(_pairs_report(results, f"{out} on {split}"))
+
+
+def _pairs_report(results: dict, title: str) -> str:
+    lines = [title, f"  impressions {results['impressions']:,}, pairs {results['pairs']:,}, "
+             f"lag {results['lag']} s"]
+    for key in ("PairAccuracy", "PairAccuracy/weighted", "oracle/PairAccuracy",
+                "oracle/PairAccuracy/weighted"):
+        if key in results:
+            lines.append(f"  {key:<30} {results[key]:.4f}")
+    return "\n".join(lines)
+
+
+@app.command()
+@_friendly
+def pairs(
+    checkpoint: Annotated[Path, typer.Argument(help="A run directory or checkpoint.")],
+    data: Annotated[Optional[Path], typer.Option(
+        help="Prepared dataset (default: the one the model was trained on).")] = None,
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    lag: Annotated[Optional[int], typer.Option(
+        help="Seconds of lag (default: the model's fine-tuning setting, else 86400).")] = None,
+    oracle: Annotated[Optional[Path], typer.Option(
+        help="The simulator's output directory: also report the ground truth's PairAccuracy "
+             "(the ceiling).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
+                                                     "as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """PairAccuracy of a model on test-period impressions: the share of pairs of one user's
+    impressions in a session with different feedback that it orders correctly, unweighted and
+    weighted by the grade difference."""
+    from argusrec.finetune import FinetuneConfig, evaluate_pairs
+    from argusrec.sequences import PreparedData
+
+    cfg = None
+    if lag is not None:
+        cfg = FinetuneConfig(lag=lag)
+    results = evaluate_pairs(checkpoint, split=split, oracle=oracle, cfg=cfg,
+                             data=PreparedData(data) if data else None, progress=not quiet)
+    if json_out is not None:
+        _write_json(json_out, results)
+    typer.echo(_pairs_report(results, f"{checkpoint} on {split}"))
+
+
+@app.command()
+@_friendly
+def rank(
+    checkpoint: Annotated[Path, typer.Argument(help="A fine-tuned run (`argus finetune`).")],
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML with RankConfig fields (loss, iterations, depth, ...); flags win.")] = None,
+    loss: Annotated[Optional[str], typer.Option(
+        help="YetiRank (default) or PairLogit; a group is one user's session.")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Boosting rounds (default: 400).")]
+    = None,
+    vectors: Annotated[bool, typer.Option(
+        "--vectors", help="Also a ranker with the user and item vectors as features.")] = False,
+    oracle: Annotated[Optional[Path], typer.Option(
+        help="The simulator's output directory: add the true affinity's PairAccuracy.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CatBoost threads.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
+                                                     "as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a CatBoost final ranker on validation-period impressions with ordinary features
+    (popularity, like rate, user-item and user-artist counts, recency, track length, context),
+    with and without the ARGUS score, and report PairAccuracy on the test period and the
+    relative uplift. Needs a dataset prepared with --val-duration."""
+    from argusrec.rank import RankConfig, rank as run, rank_report
+    from argusrec.train import apply_overrides
+
+    flags = {k: v for k, v in {"loss": loss, "iterations": iterations,
+                               "threads": threads}.items() if v is not None}
+    if vectors:
+        flags["vectors"] = True
+    cfg = RankConfig(**apply_overrides(_load_yaml(config), flags))
+    summary = run(checkpoint, cfg=cfg, oracle=oracle, out_json=json_out, progress=not quiet)
+    typer.echo(rank_report(summary))
+
+
+@app.command()
+@_friendly
+def ablate(
+    data: Annotated[Path, typer.Argument(help="A prepared dataset with validation and test "
+                                         "periods (`argus prepare --val-duration ...`).")],
+    out: Annotated[Path, typer.Argument(help="Directory for every variant's runs.")],
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML with AblationConfig fields (pretrain:, finetune:, rank:, "
+             "history_lengths: ...).")] = None,
+    history: Annotated[Optional[str], typer.Option(
+        help="History lengths to compare, comma-separated (default: 128,512,2048).")] = None,
+    oracle: Annotated[Optional[Path], typer.Option(
+        help="The simulator's output directory: add the oracle's PairAccuracy.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Ablations in one command: pretrain + fine-tune + rank for each history length, and
+    fine-tuning without pretraining and a short fine-tuning at the base length, each as the
+    final ranker's PairAccuracy uplift. Writes OUT/ablation.json."""
+    from argusrec.ablation import AblationConfig, ablate as run, ablation_report
+
+    fields = _load_yaml(config)
+    if history is not None:
+        try:
+            fields["history_lengths"] = [int(x) for x in history.split(",") if x.strip()]
+        except ValueError:
+            raise DataError(f"--history '{history}' is not a list of integers",
+                            fix="write it like 128,512,2048") from None
+    result = run(data, out, AblationConfig(**fields), oracle=oracle, progress=not quiet)
+    typer.echo(ablation_report(result))
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+@app.command()
+@_friendly
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path(
         "runs/demo"),

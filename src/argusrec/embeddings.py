@@ -141,7 +141,16 @@ class TimeGapEmbedding(nn.Module):
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, timestamp: Tensor) -> Tensor:
-        gap = (timestamp[:, 1:] - timestamp[:, :-1]).clamp(min=0).float()  # (B, L-1)
-        bucket = (torch.log2(gap + 1.0).floor().long() + 1).clamp(max=self.num_buckets - 1)
+        gap = (timestamp[:, 1:] - timestamp[:, :-1])  # (B, L-1)
+        bucket = self.bucket(gap)
         bucket = torch.cat([torch.zeros_like(bucket[:, :1]), bucket], dim=1)
         return self.table(bucket)
+
+    def bucket(self, gap: Tensor) -> Tensor:
+        """Bucket (>= 1) of gaps in seconds, any shape."""
+        gap = gap.clamp(min=0).float()
+        return (torch.log2(gap + 1.0).floor().long() + 1).clamp(max=self.num_buckets - 1)
+
+    def of_gaps(self, gap: Tensor) -> Tensor:
+        """(..., D) embeddings of explicit gaps in seconds (an impression after a lag)."""
+        return self.table(self.bucket(gap))

@@ -66,6 +66,12 @@ class ModelConfig(BaseModel):
     use_feedback: bool = Field(True, description="embed feedback signals into the tokens")
     user_dim: int = Field(64, ge=4, description="width U of user and item vectors")
     head_hidden: int = Field(0, ge=0, description="hidden width of head MLPs; 0 = d_model")
+    user_head: Literal["mlp", "none"] = Field(
+        "mlp", description="user vector: an MLP over [h_{t-1}; context_t], or none: "
+        "h_{t-1} + context_t itself (SASRec; needs user_dim == d_model)")
+    item_tower: Literal["mlp", "tied"] = Field(
+        "mlp", description="item vectors: an MLP over the item embedding, or tied: the input "
+        "item embedding itself (SASRec; needs user_dim == d_model)")
     feedback_head: bool = Field(True, description="predict feedback signals (FP head)")
     init_temperature: float = Field(1.0, gt=0, description="initial softmax temperature T")
 
@@ -231,8 +237,12 @@ class ArgusModel(nn.Module):
         self.start = nn.Parameter(torch.zeros(D))
         nip_in = D if cfg.variant == "full" else 2 * D
         fp_in = D if cfg.variant == "full" else 3 * D
-        self.user_head = _mlp(nip_in, hidden, U)
-        self.item_tower = _mlp(D, hidden, U)
+        for name in ("user_head", "item_tower"):
+            if getattr(cfg, name) != "mlp" and U != D:
+                raise ValueError(f"{name}={getattr(cfg, name)} needs user_dim == d_model "
+                                 f"(got {U} and {D}); set model.user_dim: {D}")
+        self.user_head = _mlp(nip_in, hidden, U) if cfg.user_head == "mlp" else None
+        self.item_tower = _mlp(D, hidden, U) if cfg.item_tower == "mlp" else None
         self.feedback_head = (_mlp(fp_in, hidden, len(spec.feedback_names))
                               if cfg.feedback_head and spec.feedback_names else None)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
@@ -245,7 +255,14 @@ class ArgusModel(nn.Module):
 
     def item_vectors(self, ids: Tensor) -> Tensor:
         """Item tower: item indices (...,) -> (..., U)."""
-        return self.item_tower(self.items(ids))
+        vec = self.items(ids)
+        return vec if self.item_tower is None else self.item_tower(vec)
+
+    def _user(self, state: Tensor, ctx: Tensor | None) -> Tensor:
+        """User head over the state before an event (and its context, in simplified ARGUS)."""
+        if self.user_head is None:
+            return state if ctx is None else state + ctx
+        return self.user_head(state if ctx is None else torch.cat([state, ctx], dim=-1))
 
     def _context(self, batch: Batch) -> Tensor:
         B, L = batch.item.shape
@@ -259,6 +276,27 @@ class ArgusModel(nn.Module):
         fb = self.feedback(batch.feedback) if self.feedback is not None else None
         return torch.zeros_like(like) if fb is None else fb
 
+    # -- one-pass scoring (fine-tuning, export) ----------------------------------------------------
+    def event_states(self, batch: Batch) -> Tensor:
+        """(B, L, D) state h_t after each event of the windows (simplified ARGUS)."""
+        if self.cfg.variant != "simplified":
+            raise ValueError("per-event user states need the simplified variant (one token per "
+                             "event); this model is full ARGUS")
+        ctx = self._context(batch)
+        item = self.items(batch.item)
+        fb = self._feedback(batch, item)
+        return self.encoder((ctx + item + fb) * batch.mask.unsqueeze(-1))
+
+    def user_vectors_at(self, state: Tensor, context: Tensor, event_type: Tensor,
+                        gap: Tensor) -> Tensor:
+        """User vectors (N, U) for events shown after ``state`` (N, D): their context codes
+        (N, C), event types (N,) and seconds since the state's event (N,)."""
+        ctx = (self.context(context, event_type) if self.context is not None
+               else state.new_zeros(state.shape))
+        if self.time_gap is not None:
+            ctx = ctx + self.time_gap.of_gaps(gap)
+        return self._user(state, ctx)
+
     # -- forward -------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> ModelOutput:
         ctx = self._context(batch)  # (B, L, D)
@@ -269,7 +307,7 @@ class ArgusModel(nn.Module):
             hidden = self.encoder((ctx + item + fb) * keep)  # (B, L, D)
             # h_{t-1}: shift right by one event, the learned start state first
             prev = torch.cat([self.start.expand(hidden.shape[0], 1, -1), hidden[:, :-1]], 1)
-            user = self.user_head(torch.cat([prev, ctx], dim=-1))
+            user = self._user(prev, ctx)
             fb_logits = (self.feedback_head(torch.cat([prev, ctx, item], dim=-1))
                          if self.feedback_head is not None else None)
         else:
@@ -278,7 +316,7 @@ class ArgusModel(nn.Module):
             tokens = torch.stack([ctx + types[0], item + types[1], fb + types[2]], dim=2)
             hidden = self.encoder((tokens * keep.unsqueeze(2)).reshape(B, 3 * L, D))
             per_event = hidden.view(B, L, 3, D)
-            user = self.user_head(per_event[:, :, 0])  # context token: history + context_t
+            user = self._user(per_event[:, :, 0], None)  # context token: history + context_t
             fb_logits = (self.feedback_head(per_event[:, :, 1])  # item token: + item_t
                          if self.feedback_head is not None else None)
         return ModelOutput(user=user, feedback=fb_logits, hidden=hidden)

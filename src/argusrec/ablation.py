@@ -1,0 +1,140 @@
+"""Fine-tuning ablations as one command: what pretraining, fine-tuning length and history length
+are worth, each measured the same way (the final ranker's PairAccuracy uplift).
+
+Variants (ARGUS paper, "Ablations"):
+
+- ``history-<L>`` for each history length: pretrain with windows of L events, fine-tune, rank;
+- ``no-pretraining``: the base history length, fine-tuned from random weights;
+- ``short-finetune``: the base pretrained model, fine-tuned for a fraction of the steps.
+
+The base history length's pretrained model is shared by its full and short fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from argusrec.finetune import FinetuneConfig, finetune
+from argusrec.rank import RankConfig, rank
+from argusrec.train import TrainConfig, apply_overrides, pretrain
+
+# A small ARGUS model that trains on 2 cores in minutes (next-item + feedback, corrected logQ).
+ABLATION_PRETRAIN = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads": 2,
+                                                "user_dim": 64, "time_buckets": 24},
+                         objective={"next_item_loss": "corrected", "num_uniform": 512},
+                         optim={"lr": 2e-3, "warmup_steps": 20}, batch_size=16, epochs=1)
+
+
+class AblationConfig(BaseModel):
+    """What `argus ablate` runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pretrain: dict[str, Any] = Field(default_factory=lambda: dict(ABLATION_PRETRAIN),
+                                     description="TrainConfig fields of pretraining")
+    finetune: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
+    rank: dict[str, Any] = Field(default_factory=dict, description="RankConfig fields")
+    history_lengths: list[int] = Field([128, 512, 2048], description="pretraining and "
+                                       "fine-tuning windows to compare")
+    base_history: int = Field(512, description="history of the other variants")
+    tokens_per_batch: int | None = Field(
+        8192, description="pretraining batch size = this / history, so every history length "
+        "sees the same events per step (None: keep batch_size)")
+    short_fraction: float = Field(0.1, gt=0, lt=1, description="short fine-tuning's share of "
+                                  "the full fine-tuning's steps")
+    no_pretraining: bool = Field(True, description="run the no-pretraining variant")
+    short_finetune: bool = Field(True, description="run the short fine-tuning variant")
+
+
+def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None, *,
+           oracle: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run every variant into ``out/<variant>`` and return (and write ``out/ablation.json``)
+    one uplift row per variant."""
+    cfg = cfg or AblationConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank_cfg = RankConfig(**cfg.rank)
+    lengths = list(dict.fromkeys([*cfg.history_lengths, cfg.base_history]))
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def record(name: str, run: Path, steps: int, seconds: float) -> None:
+        summary = rank(run, cfg=rank_cfg, oracle=oracle)
+        by_model = {r["model"]: r for r in summary.rows}
+        row = {"variant": name, "finetune_steps": steps, "seconds": round(seconds, 1),
+               "argus_alone": by_model["ARGUS score alone"]["PairAccuracy"],
+               "ranker": by_model["ranker, ordinary features"]["PairAccuracy"],
+               "ranker_with_argus": by_model["ranker + ARGUS score"]["PairAccuracy"],
+               "uplift": summary.uplift["ranker + ARGUS score: PairAccuracy"],
+               "uplift_weighted": summary.uplift["ranker + ARGUS score: PairAccuracy/weighted"],
+               "eval_pairs": summary.eval_pairs}
+        if oracle is not None:
+            row["oracle"] = by_model["oracle (true affinity, the ceiling)"]["PairAccuracy"]
+        rows.append(row)
+        if progress:
+            print(f"   {name}: PairAccuracy {row['ranker']:.4f} -> {row['ranker_with_argus']:.4f}"
+                  f" ({100 * row['uplift']:+.2f}%), ARGUS alone {row['argus_alone']:.4f}")
+
+    base_steps = None
+    for length in lengths:
+        name = f"history-{length}"
+        t0 = time.perf_counter()
+        overrides = {"model.max_len": length}
+        if cfg.tokens_per_batch:
+            overrides["batch_size"] = max(1, cfg.tokens_per_batch // length)
+        train_cfg = TrainConfig(**apply_overrides(cfg.pretrain, overrides))
+        if progress:
+            print(f"== {name}: pretrain (batch {train_cfg.batch_size} x {length}) ==")
+        pretrain(data, out / name / "pretrain", train_cfg, progress=progress)
+        ft_cfg = FinetuneConfig(**cfg.finetune)
+        summary = finetune(data, out / name / "pretrain", out / name / "finetune", ft_cfg,
+                           progress=progress)
+        if length == cfg.base_history:
+            base_steps = summary.steps
+        if length in cfg.history_lengths:
+            record(name, out / name / "finetune", summary.steps, time.perf_counter() - t0)
+    base = out / f"history-{cfg.base_history}" / "pretrain"
+    if cfg.no_pretraining:
+        t0 = time.perf_counter()
+        if progress:
+            print("== no-pretraining: fine-tune from random weights ==")
+        summary = finetune(data, base, out / "no-pretraining",
+                           FinetuneConfig(**{**cfg.finetune, "from_scratch": True}),
+                           progress=progress)
+        record("no-pretraining", out / "no-pretraining", summary.steps,
+               time.perf_counter() - t0)
+    if cfg.short_finetune and base_steps:
+        t0 = time.perf_counter()
+        steps = max(1, int(round(cfg.short_fraction * base_steps)))
+        if progress:
+            print(f"== short-finetune: {steps} of {base_steps} steps ==")
+        summary = finetune(data, base, out / "short-finetune",
+                           FinetuneConfig(**{**cfg.finetune, "max_steps": steps}),
+                           progress=progress)
+        record("short-finetune", out / "short-finetune", summary.steps,
+               time.perf_counter() - t0)
+    result = {"config": cfg.model_dump(), "rows": rows,
+              "seconds": time.perf_counter() - started}
+    tmp = out / "ablation.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out / "ablation.json")
+    return result
+
+
+def ablation_report(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    has_oracle = any("oracle" in r for r in rows)
+    head = (f"  {'variant':<18} {'ft steps':>8} {'ARGUS':>7} {'ranker':>7} {'+ARGUS':>7} "
+            f"{'uplift':>8} {'w-uplift':>8}" + (f" {'oracle':>7}" if has_oracle else ""))
+    lines = ["PairAccuracy on the test period (ranker trained on the validation period)", head]
+    for r in rows:
+        lines.append(f"  {r['variant']:<18} {r['finetune_steps']:>8} {r['argus_alone']:>7.4f} "
+                     f"{r['ranker']:>7.4f} {r['ranker_with_argus']:>7.4f} "
+                     f"{100 * r['uplift']:>+7.2f}% {100 * r['uplift_weighted']:>+7.2f}%"
+                     + (f" {r['oracle']:>7.4f}" if has_oracle else ""))
+    return "\n".join(lines)

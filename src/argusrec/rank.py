@@ -1,0 +1,241 @@
+"""The final ranker: gradient boosting over impressions, with and without the ARGUS score.
+
+This is how the ARGUS paper measures a model's value in production (DESIGN.md, "Evaluation"):
+a CatBoost ranker with ordinary features is trained on the impressions of one period, once
+without and once with the fine-tuned ARGUS score (and optionally the user and item vectors)
+as extra features, and both are compared by PairAccuracy on the next period. The reported
+figure is the relative uplift PA(with) / PA(without) - 1.
+
+The ordinary features are running counters over the whole log, each from events strictly
+before the impression: item popularity and like rate, the user's activity, user-item and
+user-artist repeat counts, recency, track length and context. The ARGUS features come from the
+user state lagged as in fine-tuning (one day by default), as in the daily deployment.
+
+Protocol: the ranker learns on the validation period and is scored on the test period; the
+ARGUS model saw neither (it was fine-tuned on the training period).
+
+Legend: N impressions, U user-vector width.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from argusrec.errors import DataError
+from argusrec.finetune import FinetuneConfig, impression_pairs, oracle_scores, score_impressions
+from argusrec.impressions import grade_events, pair_accuracy
+from argusrec.sequences import GAP, PreparedData
+
+ORDINARY = ["item_events", "item_likes", "item_like_rate", "item_grade_mean", "item_age",
+            "user_events", "user_item_events", "user_item_likes", "since_user_item",
+            "since_previous", "user_artist_events", "track_length", "hour",
+            "session_position"]
+
+
+class RankConfig(BaseModel):
+    """The CatBoost final ranker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["YetiRank", "PairLogit"] = Field("YetiRank", description="CatBoost ranking "
+                                                   "loss; a group is one user's session")
+    iterations: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    depth: int = Field(6, ge=1, le=16)
+    vectors: bool = Field(False, description="also a ranker with the user and item vectors "
+                          "as features")
+    train_split: Literal["val", "test"] = Field("val", description="the ranker learns here")
+    eval_split: Literal["val", "test"] = Field("test", description="and is scored here")
+    seed: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
+
+
+# -- ordinary features ------------------------------------------------------------------------
+def event_features(data: PreparedData, pairs_cfg) -> pl.DataFrame:
+    """Every event outside the gap with running-count features (strictly earlier events only).
+
+    Columns: user, item, timestamp and the ORDINARY features that do not need sessions.
+    """
+    frames = []
+    feedback = list(data.feedback_fields)
+    extras = data.meta["fields"].get("extra", [])
+    for shard in data.shards:
+        ev = shard.events
+        cols: dict[str, Any] = {
+            "user": np.repeat(np.asarray(shard.users, dtype=np.int64), np.diff(shard.offsets)),
+            "timestamp": np.asarray(ev["timestamp"], dtype=np.int64),
+            "item": np.asarray(ev["item"], dtype=np.int64),
+            "split": np.asarray(ev["split"]),
+            "grade": grade_events({f: np.asarray(ev[f"fb_{f}"]) for f in feedback},
+                                  data.feedback_fields, pairs_cfg),
+            "liked": (np.asarray(ev["fb_like"]) == 1) if "like" in feedback
+            else np.zeros(len(ev["item"]), dtype=bool),
+            "track_length": (np.asarray(ev["x_track_length"], dtype=np.float64)
+                             if "track_length" in extras
+                             else np.full(len(ev["item"]), np.nan)),
+        }
+        frames.append(pl.DataFrame(cols))
+    events = pl.concat(frames).filter(pl.col("split") != GAP).drop("split")
+    items = data.items()
+    artist = "artist_index" if "artist_index" in items.columns else None
+    events = events.join(items.select(pl.col("index").cast(pl.Int64).alias("item"),
+                                      (pl.col(artist) if artist else pl.lit(0)).cast(pl.Int64)
+                                      .alias("artist")), on="item", how="left")
+    graded = pl.col("grade").is_not_nan()
+    grade0 = pl.when(graded).then(pl.col("grade")).otherwise(0.0)
+    liked = pl.col("liked").cast(pl.Int64)
+    events = events.sort(["timestamp", "user"], maintain_order=True).with_columns(
+        item_events=pl.int_range(pl.len()).over("item"),
+        item_likes=(liked.cum_sum() - liked).over("item"),
+        item_grade_sum=(grade0.cum_sum() - grade0).over("item"),
+        item_graded=(graded.cast(pl.Int64).cum_sum() - graded.cast(pl.Int64)).over("item"),
+        item_age=pl.col("timestamp") - pl.col("timestamp").first().over("item"),
+    ).sort(["user", "timestamp"], maintain_order=True).with_columns(
+        user_events=pl.int_range(pl.len()).over("user"),
+        user_item_events=pl.int_range(pl.len()).over(["user", "item"]),
+        user_item_likes=(liked.cum_sum() - liked).over(["user", "item"]),
+        user_artist_events=pl.int_range(pl.len()).over(["user", "artist"]),
+        since_user_item=(pl.col("timestamp") - pl.col("timestamp").shift(1))
+        .over(["user", "item"]),
+        since_previous=(pl.col("timestamp") - pl.col("timestamp").shift(1)).over("user"),
+    ).with_columns(
+        item_like_rate=pl.col("item_likes") / (pl.col("item_events") + 20),
+        item_grade_mean=pl.col("item_grade_sum") / pl.col("item_graded").clip(lower_bound=1),
+        hour=(pl.col("timestamp") // 3600) % 24,
+    )
+    if artist is None:
+        events = events.with_columns(user_artist_events=pl.lit(None, dtype=pl.Int64))
+    return events.select(["user", "item", "timestamp",
+                          *[c for c in ORDINARY if c != "session_position"]])
+
+
+def with_features(table: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """Scored impressions (user, item, timestamp, session, grade, score) joined with their
+    ordinary features, sorted by user, session and time (CatBoost needs groups contiguous)."""
+    out = table.with_row_index("row").join(events, on=["user", "item", "timestamp"],
+                                           how="left")
+    if len(out) != len(table):
+        raise DataError("impressions matched several events with the same user, item and time",
+                        fix="prepare the log with --on-duplicate drop")
+    out = out.sort(["user", "session", "timestamp"]).with_columns(
+        session_position=pl.int_range(pl.len()).over(["user", "session"]))
+    return out
+
+
+# -- the ranker -------------------------------------------------------------------------------
+@dataclass
+class RankSummary:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    train_impressions: int = 0
+    eval_impressions: int = 0
+    eval_pairs: int = 0
+    seconds: float = 0.0
+    uplift: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _catboost(cfg: RankConfig, X: np.ndarray, y: np.ndarray, group: np.ndarray):
+    from catboost import CatBoostRanker, Pool
+
+    model = CatBoostRanker(loss_function=cfg.loss, iterations=cfg.iterations,
+                           learning_rate=cfg.learning_rate, depth=cfg.depth,
+                           random_seed=cfg.seed, thread_count=cfg.threads or -1, verbose=False,
+                           allow_writing_files=False)
+    model.fit(Pool(X, label=y, group_id=group))
+    return model
+
+
+def _matrix(frame: pl.DataFrame, columns: list[str], extra: list[np.ndarray]) -> np.ndarray:
+    X = frame.select(columns).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return np.concatenate([X, *extra], axis=1) if extra else X
+
+
+def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest",
+         oracle: str | Path | None = None, data: PreparedData | None = None,
+         out_json: str | Path | None = None, progress: bool = False) -> RankSummary:
+    """Train the final ranker with and without the ARGUS features of a fine-tuned model and
+    report PairAccuracy on the evaluation period and the relative uplift."""
+    import torch
+
+    from argusrec.train import find_checkpoint, load_model
+
+    cfg = cfg or RankConfig()
+    started = time.perf_counter()
+    model, _, data = load_model(run, data, which=which)
+    state = find_checkpoint(run, which) / "state.pt"
+    saved = torch.load(state, weights_only=False).get("finetune") if state.exists() else None
+    ft = FinetuneConfig(**saved) if saved else FinetuneConfig()
+    events = event_features(data, ft.pairs)
+    frames, vectors = {}, {}
+    for split in (cfg.train_split, cfg.eval_split):
+        dataset = ft.dataset(data, split, model.cfg.max_len)
+        if dataset.num_impressions == 0:
+            raise DataError(f"no {split} impressions with history", path=data.path,
+                            fix="prepare with --val-duration so the ranker has a period to "
+                                "learn on, and check that the log has impressions")
+        table, users, items = score_impressions(model, dataset, progress=progress, vectors=True)
+        joined = with_features(table, events)
+        rows = joined["row"].to_numpy()
+        frames[split], vectors[split] = joined, (users[rows], items[rows])
+    train, test = frames[cfg.train_split], frames[cfg.eval_split]
+    group_of = lambda f: (f["user"].to_numpy() << 32) + f["session"].to_numpy()  # noqa: E731
+    order, better, worse, weight = impression_pairs(test, ft.pairs)
+    summary = RankSummary(train_impressions=len(train), eval_impressions=len(test),
+                          eval_pairs=len(better))
+
+    def report(name: str, score: np.ndarray) -> dict[str, Any]:
+        row = {"model": name, **pair_accuracy(np.asarray(score)[order], better, worse, weight)}
+        summary.rows.append(row)
+        return row
+
+    report("ARGUS score alone", test["score"].to_numpy())
+    variants = [("ranker, ordinary features", [], False),
+                ("ranker + ARGUS score", ["score"], False)]
+    if cfg.vectors:
+        variants.append(("ranker + ARGUS score + vectors", ["score"], True))
+    results = {}
+    for name, extra_cols, with_vectors in variants:
+        columns = ORDINARY + extra_cols
+        extra_train = list(vectors[cfg.train_split]) if with_vectors else []
+        extra_test = list(vectors[cfg.eval_split]) if with_vectors else []
+        ranker = _catboost(cfg, _matrix(train, columns, extra_train),
+                           train["grade"].to_numpy(), group_of(train))
+        results[name] = report(name, ranker.predict(_matrix(test, columns, extra_test)))
+    if oracle is not None:
+        report("oracle (true affinity, the ceiling)", oracle_scores(test, data, oracle))
+    base = results["ranker, ordinary features"]
+    for name, row in results.items():
+        if name == "ranker, ordinary features":
+            continue
+        for key in ("PairAccuracy", "PairAccuracy/weighted"):
+            summary.uplift[f"{name}: {key}"] = row[key] / base[key] - 1.0
+    summary.seconds = time.perf_counter() - started
+    if out_json is not None:
+        path = Path(out_json)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+    return summary
+
+
+def rank_report(summary: RankSummary, title: str = "final ranker") -> str:
+    """The uplift table as text."""
+    lines = [f"{title}: trained on {summary.train_impressions:,} impressions, scored on "
+             f"{summary.eval_impressions:,} ({summary.eval_pairs:,} pairs)",
+             f"  {'model':<40} {'PairAcc':>8} {'weighted':>9}"]
+    for row in summary.rows:
+        lines.append(f"  {row['model']:<40} {row['PairAccuracy']:>8.4f} "
+                     f"{row['PairAccuracy/weighted']:>9.4f}")
+    for name, value in summary.uplift.items():
+        lines.append(f"  uplift {name}: {100 * value:+.2f}%")
+    return "\n".join(lines)
