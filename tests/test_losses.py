@@ -544,3 +544,32 @@ def test_capped_in_batch_negatives():
         # correction that counted all T positives instead of the m drawn would be off by
         # log(T / m) = log 4 = 1.39.
         assert abs(capped_mean - uncapped) < 0.5, (correction, capped_mean, uncapped)
+
+
+@pytest.mark.parametrize("correction", ["none", "logq", "corrected"])
+@pytest.mark.parametrize("in_batch,num_uniform,max_in_batch", [(True, 30, None), (True, 30, 9),
+                                                               (False, 40, None), (True, 0, None)])
+def test_fused_sampled_softmax_equals_unfused(correction, in_batch, num_uniform, max_in_batch):
+    torch.manual_seed(0)
+    V, T, D = 25, 17, 8
+    counts = torch.randint(0, 50, (V + 1,)).float()
+    items = torch.randn(V + 1, D, dtype=torch.float64, requires_grad=True)
+    user = torch.randn(T, D, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(1, V + 1, (T,))
+    target[:4] = 3  # repeated targets: accidental hits in-batch
+    uniform = torch.randint(1, V + 1, (num_uniform,))
+    results = []
+    for fused in (True, False):
+        loss_fn = SampledSoftmaxLoss(V, counts, in_batch=in_batch, num_uniform=num_uniform,
+                                     correction=correction, max_in_batch=max_in_batch,
+                                     generator=torch.Generator().manual_seed(5), fused=fused,
+                                     chunk=4)
+        out = loss_fn(user, target, lambda ids: items[ids], 0.7, uniform_ids=uniform)
+        gu, gi = torch.autograd.grad(out.loss, [user, items])
+        results.append((out.loss.detach(), gu, gi, out.metrics))
+    (l1, gu1, gi1, m1), (l2, gu2, gi2, m2) = results
+    torch.testing.assert_close(l1, l2)
+    torch.testing.assert_close(gu1, gu2)
+    torch.testing.assert_close(gi1, gi2)
+    for key in m2:
+        assert m1[key] == pytest.approx(m2[key], rel=1e-6), key

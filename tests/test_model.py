@@ -126,3 +126,26 @@ def test_cpu_dropout_is_inverted_dropout():
     assert abs(float((out == 0).float().mean()) - 0.2) < 0.01
     assert abs(float(out.mean()) - 1.0) < 0.01 and set(out.unique().tolist()) == {0.0, 1.25}
     assert torch.equal(drop.eval()(torch.ones(5)), torch.ones(5))
+
+
+@pytest.mark.parametrize("variant", ["simplified", "full"])
+def test_hstu_encoder_in_the_model_is_causal_and_counted(sim_data, variant):
+    from argusrec.loader import SequenceDataset, collate
+    from argusrec.model import encoder_parameter_count
+    from argusrec.sequences import PreparedData
+    from argusrec.train import TrainConfig, build_model
+
+    data = PreparedData(sim_data)
+    cfg = TrainConfig(preset="debug", model={"encoder": "hstu", "variant": variant})
+    model = build_model(cfg, data).eval()
+    assert model.parameter_counts()["encoder"] == encoder_parameter_count(cfg.resolved_model())
+    ds = SequenceDataset(data, split="train", max_len=32)
+    batch = collate([ds[0], ds[1]])
+    out = model(batch)
+    changed = collate([ds[0], ds[1]])
+    changed.item[:, 20:] = 1  # later events must not change earlier user vectors
+    torch.testing.assert_close(model(changed).user[:, :21], out.user[:, :21])
+    # padding a batch further does not change a window's outputs (HSTU's n is fixed)
+    padded = collate([ds[0], ds[1]], pad_to=32)
+    L = batch.item.shape[1]
+    torch.testing.assert_close(model(padded).user[:, :L], out.user, atol=1e-6, rtol=1e-5)

@@ -229,6 +229,8 @@ def pretrain(
         help="YAML with TrainConfig fields (model:, objective:, optim: ...); flags win.")] = None,
     loss: Annotated[Optional[str], typer.Option(
         help="Next-item loss: full, sampled, logq or corrected (default: corrected).")] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        help="transformer (default) or hstu.")] = None,
     negatives: Annotated[Optional[int], typer.Option(
         help="Uniform negatives per batch for sampled losses (default: 1024).")] = None,
     sasrec: Annotated[bool, typer.Option(
@@ -269,6 +271,7 @@ def pretrain(
 
     flags = {dotted: value for dotted, value in {"preset": preset, "objective.next_item_loss": loss,
                           "objective.num_uniform": negatives, "model.max_len": max_len,
+                          "model.encoder": encoder,
                           "batch_size": batch_size, "max_steps": max_steps, "epochs": epochs,
                           "optim.lr": lr, "device": device, "threads": threads,
                           "num_workers": workers, "seed": seed, "eval_every": eval_every,

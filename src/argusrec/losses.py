@@ -136,6 +136,81 @@ def softmax_cross_entropy(user: Tensor, items: Tensor, target: Tensor,
     return _FusedSoftmaxCrossEntropy.apply(user, items, target, chunk)
 
 
+class _FusedSampledSoftmax(torch.autograd.Function):
+    """Mean sampled-softmax loss over shared negatives without a (T, N) matrix in memory.
+
+    Row i's corrected negative logits are z_ij = u_i . v_j - o_ij, -inf at accidental hits
+    (v_j a negative's id equal to row i's target), with the correction o_ij = log(a_i c_j + b_i)
+    ("corrected": the expected count of j among row i's negatives), o_j = ``col`` ("logq"), or 0.
+    With lse_i = log sum_j e^{z_ij} and the positive's logit p_i, both losses have the same
+    gradient shape, c_i = sigmoid(lse_i - p_i) = 1 - softmax_0:
+
+    - "none"/"logq": loss_i = log(e^{p_i} + e^{lse_i}) - p_i; dloss/dlse = c_i, dloss/dp = -c_i;
+    - "corrected": loss_i = w_i (lse_i + log n_i - p_i) with w_i = stopgrad(c_i) (RecSys'25); the
+      same derivatives, since w is a constant.
+
+    So, as in :class:`_FusedSoftmaxCrossEntropy`, each chunk of rows turns its softmax over the
+    negatives into the gradients of ``user``, ``negatives`` and ``positive`` in the forward pass:
+    three matmuls and a few in-cache element-wise passes per chunk, instead of some thirty passes
+    over the (T, N) matrix (the unfused path was most of an ARGUS step on CPU).
+
+    Returns (mean loss, c (T,)): c is not differentiable (the corrected loss reports its mean).
+    """
+
+    @staticmethod
+    def forward(ctx, user, negatives, positive, target, neg_ids, a, b, col, log_n, corrected,
+                chunk):
+        acc = torch.promote_types(user.dtype, torch.float32)
+        need = any(ctx.needs_input_grad[:3])
+        T = user.shape[0]
+        grad_user = torch.empty_like(user, dtype=acc) if need else None
+        grad_neg = torch.zeros_like(negatives, dtype=acc) if need else None
+        weight = torch.empty(T, dtype=acc, device=user.device)
+        total = torch.zeros((), dtype=acc, device=user.device)
+        neg = negatives.to(acc)
+        counts_j = None if a is None else col.to(acc)  # corrected: col holds c_j
+        for lo in range(0, T, chunk):
+            hi = min(lo + chunk, T)
+            u = user[lo:hi].to(acc)
+            z = u @ neg.T  # (c, N)
+            if corrected:
+                z.sub_(torch.log(torch.addcmul(b[lo:hi, None].to(acc), a[lo:hi, None].to(acc),
+                                               counts_j[None, :])))
+            elif col is not None:
+                z.sub_(col.to(acc)[None, :])
+            z.masked_fill_(neg_ids[None, :] == target[lo:hi, None], float("-inf"))
+            top = z.amax(dim=1, keepdim=True)
+            empty = torch.isinf(top)  # every negative a hit: nothing to contrast with
+            top = top.masked_fill(empty, 0.0)
+            z.sub_(top).exp_()  # e^{z - top}; hits give 0
+            norm = z.sum(dim=1, keepdim=True)
+            lse = (top + norm.log()).squeeze(1)  # (c,), -inf for empty rows
+            pos = positive[lo:hi].to(acc)
+            c = torch.sigmoid(lse - pos).masked_fill(empty.squeeze(1), 0.0)
+            weight[lo:hi] = c
+            if corrected:
+                row = c * (lse + log_n[lo:hi].to(acc) - pos)
+            else:
+                row = torch.nn.functional.softplus(lse - pos)
+            total += row.masked_fill(empty.squeeze(1), 0.0).sum()
+            if need:
+                z.div_(norm.clamp(min=torch.finfo(acc).tiny)).mul_(c[:, None] / T)
+                grad_user[lo:hi] = z @ neg
+                grad_neg += z.T @ u
+        if need:
+            ctx.save_for_backward(grad_user, grad_neg, -weight / T)
+            ctx.dtypes = (user.dtype, negatives.dtype, positive.dtype)
+        ctx.mark_non_differentiable(weight)
+        return total / T, weight
+
+    @staticmethod
+    def backward(ctx, grad, _grad_weight):
+        grad_user, grad_neg, grad_pos = ctx.saved_tensors
+        du, dn, dp = ctx.dtypes
+        return ((grad * grad_user).to(du), (grad * grad_neg).to(dn), (grad * grad_pos).to(dp),
+                None, None, None, None, None, None, None, None)
+
+
 class FullSoftmaxLoss(NextItemLoss):
     """Cross-entropy over the whole catalogue: exact, O(T V D); the reference for the samplers.
 
@@ -196,8 +271,10 @@ class SampledSoftmaxLoss(NextItemLoss):
     def __init__(self, num_items: int, item_counts: Tensor | None = None, *, in_batch: bool = True,
                  num_uniform: int = 1024, correction: str = "none",
                  max_in_batch: int | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, fused: bool = True,
+                 chunk: int = 512) -> None:
         super().__init__(num_items)
+        self.fused, self.chunk = fused, chunk
         if correction not in CORRECTIONS:
             raise ValueError(f"unknown correction {correction!r}; expected one of {CORRECTIONS}")
         if num_uniform < 0 or (num_uniform == 0 and not in_batch):
@@ -317,6 +394,8 @@ class SampledSoftmaxLoss(NextItemLoss):
         self._check(user, target)
         if target.numel() == 0:
             return self._empty(user)
+        if self.fused:
+            return self._forward_fused(user, target, item_vectors, temperature, uniform_ids)
         out = self.sampled_logits(user, target, item_vectors, temperature, uniform_ids=uniform_ids)
         metrics = {"accidental_hits": float(out.hits.sum().item()),
                    "negatives_per_row": out.num_negatives.mean().item()}
@@ -341,6 +420,58 @@ class SampledSoftmaxLoss(NextItemLoss):
             per_row = torch.logsumexp(logits, dim=1) - out.positive
         loss = per_row.mean()
         metrics["nip_loss"] = loss.item()
+        return LossOutput(loss=loss, metrics=metrics)
+
+    def _forward_fused(self, user: Tensor, target: Tensor, item_vectors: ItemVectors,
+                       temperature: Tensor | float, uniform_ids: Tensor | None) -> LossOutput:
+        """The same loss as the unfused path (same draws, same formulas), through
+        :class:`_FusedSampledSoftmax`; per-row hit counts come from bincounts, not a (T, N)
+        mask."""
+        if uniform_ids is None:
+            uniform_ids = self.sample_uniform(target.device)
+        t, k = target.shape[0], uniform_ids.shape[0]
+        vectors = item_vectors(torch.cat([target, uniform_ids]))          # (T+K, D)
+        user = user / temperature
+        score = _upcast((user * vectors[:t]).sum(-1))                      # (T,)
+        size = self.num_items + 1
+        zeros = torch.zeros(t, dtype=torch.long, device=target.device)
+        if self.in_batch:
+            m = min(t, self.max_in_batch) if self.max_in_batch else t
+            batch_ids, batch_vectors = target, vectors[:t]
+            if m < t:  # the same subsample as the unfused path draws
+                where = self.generator.device if self.generator is not None else target.device
+                pick = torch.randperm(t, device=where, generator=self.generator)[:m]
+                pick = pick.to(target.device)
+                batch_ids, batch_vectors = target[pick], batch_vectors[pick]
+            neg_ids = torch.cat([batch_ids, uniform_ids])                  # (N,)
+            neg_vectors = torch.cat([batch_vectors, vectors[t:]])
+            hits_b = torch.bincount(batch_ids, minlength=size)[target]     # (T,)
+        else:
+            m, neg_ids, neg_vectors, hits_b = 0, uniform_ids, vectors[t:], zeros
+        hits_u = torch.bincount(uniform_ids, minlength=size)[target] if k else zeros
+        n_b, n_u = (m - hits_b).float(), (k - hits_u).float()              # (T,) non-hits
+        n = n_b + n_u
+        a = b = col = None
+        positive = score
+        if self.correction == "logq":
+            col = self._log_expected_logq(neg_ids, m, k)                   # (N,) log E_j
+            positive = score - self._log_expected_logq(target, m, k)
+        elif self.correction == "corrected":
+            counts = self.item_counts
+            # E_ij = a_i c_j + b_i: a_i = n_b / (C - c_y), b_i = n_u / (V - 1)
+            a = (n_b / (counts.sum() - counts[target]) if self.in_batch
+                 else torch.zeros_like(n_b))
+            b = n_u / max(self.num_items - 1, 1)
+            col = counts[neg_ids]
+        if user.dtype != neg_vectors.dtype:  # under autocast the towers may disagree
+            user, neg_vectors = user.float(), neg_vectors.float()
+        loss, weight = _FusedSampledSoftmax.apply(
+            user, neg_vectors, positive, target, neg_ids, a, b, col,
+            torch.log(n.clamp(min=1.0)), self.correction == "corrected", self.chunk)
+        metrics = {"accidental_hits": float((hits_b + hits_u).sum().item()),
+                   "negatives_per_row": n.mean().item(), "nip_loss": loss.item()}
+        if self.correction == "corrected":
+            metrics["weight_mean"] = weight.mean().item()
         return LossOutput(loss=loss, metrics=metrics)
 
     def _log_probs(self, ids: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedding,
                                  TimeGapEmbedding, item_keys)
+from argusrec.hstu import HSTUEncoder, hstu_parameter_count
 from argusrec.loader import Batch
 
 
@@ -42,6 +43,9 @@ class ModelConfig(BaseModel):
 
     variant: Literal["simplified", "full"] = Field(
         "simplified", description="one token per event, or three (context, item, feedback)")
+    encoder: Literal["transformer", "hstu"] = Field(
+        "transformer", description="the ARGUS transformer, or HSTU (pointwise SiLU attention "
+        "with relative position and time biases, Zhai et al. 2024)")
     d_model: int = Field(64, ge=8, description="transformer width D")
     n_layers: int = Field(2, ge=1, description="transformer blocks")
     n_heads: int = Field(2, ge=1, description="attention heads (d_model divisible by it)")
@@ -188,7 +192,9 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, rotary) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timestamp: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        """x (B, S, D) -> (B, S, D); timestamp and mask are for HSTU's signature (unused)."""
         if self.position is not None:
             x = x + self.position.weight[: x.shape[1]]
         x = self.drop(x)
@@ -232,7 +238,8 @@ class ArgusModel(nn.Module):
         if cfg.variant == "full":
             self.token_type = nn.Embedding(3, D)
             nn.init.normal_(self.token_type.weight, std=0.02)
-        self.encoder = Encoder(cfg, tokens_per_event * cfg.max_len)
+        self.encoder = (Encoder(cfg, tokens_per_event * cfg.max_len) if cfg.encoder ==
+                        "transformer" else HSTUEncoder(cfg, tokens_per_event * cfg.max_len))
         # Simplified ARGUS: the state before the first event of a window is a learned vector.
         self.start = nn.Parameter(torch.zeros(D))
         nip_in = D if cfg.variant == "full" else 2 * D
@@ -285,7 +292,8 @@ class ArgusModel(nn.Module):
         ctx = self._context(batch)
         item = self.items(batch.item)
         fb = self._feedback(batch, item)
-        return self.encoder((ctx + item + fb) * batch.mask.unsqueeze(-1))
+        return self.encoder((ctx + item + fb) * batch.mask.unsqueeze(-1), batch.timestamp,
+                            batch.mask)
 
     def user_vectors_at(self, state: Tensor, context: Tensor, event_type: Tensor,
                         gap: Tensor) -> Tensor:
@@ -304,7 +312,7 @@ class ArgusModel(nn.Module):
         fb = self._feedback(batch, item)  # (B, L, D)
         keep = batch.mask.unsqueeze(-1)
         if self.cfg.variant == "simplified":
-            hidden = self.encoder((ctx + item + fb) * keep)  # (B, L, D)
+            hidden = self.encoder((ctx + item + fb) * keep, batch.timestamp, batch.mask)
             # h_{t-1}: shift right by one event, the learned start state first
             prev = torch.cat([self.start.expand(hidden.shape[0], 1, -1), hidden[:, :-1]], 1)
             user = self._user(prev, ctx)
@@ -314,7 +322,9 @@ class ArgusModel(nn.Module):
             B, L, D = item.shape
             types = self.token_type.weight  # (3, D)
             tokens = torch.stack([ctx + types[0], item + types[1], fb + types[2]], dim=2)
-            hidden = self.encoder((tokens * keep.unsqueeze(2)).reshape(B, 3 * L, D))
+            hidden = self.encoder((tokens * keep.unsqueeze(2)).reshape(B, 3 * L, D),
+                                  batch.timestamp.repeat_interleave(3, 1),
+                                  batch.mask.repeat_interleave(3, 1))
             per_event = hidden.view(B, L, 3, D)
             user = self._user(per_event[:, :, 0], None)  # context token: history + context_t
             fb_logits = (self.feedback_head(per_event[:, :, 1])  # item token: + item_t
@@ -349,9 +359,11 @@ PRESETS: dict[str, dict] = {
 def encoder_parameter_count(cfg: ModelConfig) -> int:
     """Exact parameters of the encoder (blocks, positions, final norm, start state), from the
     config alone, so the 1B preset can be sized without building it."""
+    tokens = (3 if cfg.variant == "full" else 1) * cfg.max_len
+    if cfg.encoder == "hstu":
+        return hstu_parameter_count(cfg, tokens) + cfg.d_model  # + the start state
     D, H = cfg.d_model, cfg.ff_mult * cfg.d_model
     block = (3 * D * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D) + 4 * D
-    tokens = (3 if cfg.variant == "full" else 1) * cfg.max_len
     positions = tokens * D if cfg.positions == "learned" else 0
     return cfg.n_layers * block + positions + 2 * D + D
 
