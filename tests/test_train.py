@@ -55,11 +55,11 @@ def test_sigterm_saves_a_checkpoint_and_stops(sim_data, tmp_path, monkeypatch):
     calls = {"n": 0}
     forward = PretrainObjective.forward
 
-    def forward_then_signal(self, model, batch):
+    def forward_then_signal(self, model, batch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would
-        return forward(self, model, batch)
+        return forward(self, model, batch, **kwargs)
 
     monkeypatch.setattr(PretrainObjective, "forward", forward_then_signal)
     summary = pretrain(sim_data, tmp_path / "run", tiny(max_steps=50), progress=False)

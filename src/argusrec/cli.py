@@ -253,6 +253,13 @@ def pretrain(
         help="Validate every N steps; the best checkpoint is kept as checkpoints/best.")] = None,
     patience: Annotated[Optional[int], typer.Option(
         help="Stop after N validations without improvement (default: never).")] = None,
+    parallel: Annotated[Optional[str], typer.Option(
+        help="Under torchrun: ddp (default), fsdp (FSDP2, sharded) or none.")] = None,
+    activation_checkpointing: Annotated[bool, typer.Option(
+        "--activation-checkpointing", help="Recompute encoder blocks in backward (long "
+        "histories).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile each encoder "
+                                          "block.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its "
                                          "latest checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model's parameter "
@@ -263,7 +270,8 @@ def pretrain(
 
     Checkpoints are written to OUT/checkpoints every --checkpoint-every steps and when the run
     is interrupted (Ctrl-C, SIGTERM); --resume continues exactly where it stopped.
-    TensorBoard logs: OUT/tensorboard.
+    TensorBoard logs: OUT/tensorboard. Several processes or machines: launch with torchrun
+    (torchrun --nproc_per_node N -m argusrec.cli pretrain ...); --batch-size is per rank.
     """
     from argusrec.sequences import PreparedData
     from argusrec.train import (TrainConfig, apply_overrides, build_model, pretrain as run,
@@ -275,7 +283,12 @@ def pretrain(
                           "batch_size": batch_size, "max_steps": max_steps, "epochs": epochs,
                           "optim.lr": lr, "device": device, "threads": threads,
                           "num_workers": workers, "seed": seed, "eval_every": eval_every,
-                          "patience": patience}.items() if value is not None}
+                          "patience": patience, "parallel": parallel}.items()
+             if value is not None}
+    if activation_checkpointing:
+        flags["activation_checkpointing"] = True
+    if compile:
+        flags["compile"] = True
     if sasrec:
         flags.update(sasrec_overrides())
     cfg = TrainConfig(**apply_overrides(_load_yaml(config), flags))

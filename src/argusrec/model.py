@@ -252,7 +252,14 @@ class ArgusModel(nn.Module):
         self.item_tower = _mlp(D, hidden, U) if cfg.item_tower == "mlp" else None
         self.feedback_head = (_mlp(fp_in, hidden, len(spec.feedback_names))
                               if cfg.feedback_head and spec.feedback_names else None)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
+        # (1,), not a scalar: FSDP2 shards only parameters with at least one dimension
+        self.log_temperature = nn.Parameter(torch.tensor([math.log(cfg.init_temperature)]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "log_temperature"
+        if key in state_dict and state_dict[key].dim() == 0:  # checkpoints before FSDP support
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- pieces --------------------------------------------------------------------------------
     @property

@@ -63,8 +63,11 @@ class PretrainObjective(nn.Module):
         self.feedback = (FeedbackLoss(dict(zip(spec.feedback_names, spec.feedback_kinds)),
                                       cfg.feedback_weights) if use_fp else None)
 
-    def forward(self, model: ArgusModel, batch: Batch) -> LossOutput:
-        out = model(batch)
+    def forward(self, model: ArgusModel, batch: Batch, forward: nn.Module | None = None
+                ) -> LossOutput:
+        """``forward`` is the module to run the batch through when it is not ``model`` itself
+        (a DDP wrapper, whose forward synchronises gradients)."""
+        out = (forward or model)(batch)
         sel = target_positions(batch)
         nip_sel = sel & batch.positive if self.cfg.nip_targets == "positive" else sel
         nip = self.next_item(out.user[nip_sel], batch.item[nip_sel], model.item_vectors,

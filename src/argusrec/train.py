@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -86,6 +86,12 @@ class TrainConfig(BaseModel):
                                        "only (faster); None = all")
     patience: int = Field(0, ge=0, description="stop after this many validations without "
                           "improvement; 0 = never stop early")
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = Field(
+        "auto", description="under torchrun: DDP (auto), FSDP2 (fully_shard per block, then "
+        "the root) or none; batch_size is per rank, the global batch is world_size times it")
+    activation_checkpointing: bool = Field(False, description="recompute each encoder block "
+                                           "in the backward pass (long histories)")
+    compile: bool = Field(False, description="torch.compile each encoder block")
 
     def resolved_model(self) -> ModelConfig:
         return model_config(self.preset, **self.model)
@@ -212,17 +218,23 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(out: Path, *, step: int, model: ArgusModel, optimizer, scheduler,
                     cfg: TrainConfig, data: PreparedData, micro: int, keep: int,
-                    extra: dict | None = None) -> Path:
-    """Write checkpoints/step-N atomically and point checkpoints/latest at it."""
+                    extra: dict | None = None, model_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
+    """Write checkpoints/step-N atomically and point checkpoints/latest at it.
+
+    ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` /
+    ``optimizer.state_dict()`` (a distributed run passes the gathered full states)."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f".step-{step:08d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+    weights = model_state if model_state is not None else model.state_dict()
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
               str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    torch.save({"optimizer": optimizer_state if optimizer_state is not None
+                else optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(), "step": step, "micro": micro, **(extra or {})},
                tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps({
@@ -323,69 +335,89 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
              stop_after: int | None = None) -> TrainSummary:
     """Pretrain an ARGUS model on a prepared dataset; checkpoints and logs go to ``out``.
 
-    ``stop_after`` ends the run after that many optimizer steps as if interrupted (a
-    checkpoint is written), which tests use to check that ``resume`` is exact.
+    Under torchrun every rank calls this: each takes every world_size-th micro-batch of one
+    global order (no two ranks see the same window), gradients are averaged by DDP or FSDP2
+    (:mod:`argusrec.parallel`), and rank 0 writes checkpoints and logs. ``stop_after`` ends the
+    run after that many optimizer steps as if interrupted (a checkpoint is written), which
+    tests use to check that ``resume`` is exact.
     """
+    import itertools
+
+    from argusrec.parallel import (all_reduce, barrier, full_state, init_world, load_full_state,
+                                   parallelize, rank_device, unwrap)
+
     cfg = cfg or TrainConfig()
     out = Path(out)
     data = PreparedData(data_path)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    world = init_world(cfg.device)
+    device = rank_device(world, resolve_device(cfg.device))
     model_cfg = cfg.resolved_model()
     dataset = SequenceDataset(data, split="train", max_len=model_cfg.max_len,
                               positives_only=cfg.positives_only)
-    if len(dataset) < cfg.batch_size:
+    if len(dataset) < cfg.batch_size * world.size:
         raise DataError(f"{len(dataset)} training windows, fewer than one batch of "
-                        f"{cfg.batch_size}", path=data.path, fix="lower --batch-size")
+                        f"{cfg.batch_size} per rank x {world.size}", path=data.path,
+                        fix="lower --batch-size")
     lengths = dataset.windows[:, 3] - dataset.windows[:, 2] if cfg.group_by_length else None
     order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed, lengths)
-    total = cfg.max_steps or max(1, int(cfg.epochs * order.per_epoch / cfg.optim.grad_accum))
+    per_step = cfg.optim.grad_accum * world.size  # micro-batches of the global order per step
+    total = cfg.max_steps or max(1, int(cfg.epochs * order.per_epoch / per_step))
 
     model = build_model(cfg, data).to(device)
     counts = torch.from_numpy(data.item_counts(positives=cfg.objective.nip_targets ==
                                                "positive" or cfg.positives_only)).float()
     objective = PretrainObjective(cfg.objective, model, counts).to(device)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (
+        device.type == "cuda" and torch.cuda.is_bf16_supported())
+    wrapped = parallelize(model, world, mode=cfg.parallel,
+                          activation_checkpointing=cfg.activation_checkpointing,
+                          compile=cfg.compile, bf16=bf16)
     optimizer = _optimizer(model, cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   lambda s: lr_factor(s, total, cfg.optim))
     step, micro = 0, 0
     if resume:
         ckpt = find_checkpoint(out)
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         state = torch.load(ckpt / "state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
+        load_full_state(wrapped, load_file(str(ckpt / "model.safetensors")), optimizer,
+                        state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, micro = state["step"], state["micro"]
     elif (out / "checkpoints").exists():
         raise DataError("this run directory already has checkpoints", path=out,
                         fix="pass --resume to continue it, or choose a new directory")
-    out.mkdir(parents=True, exist_ok=True)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (
-        device.type == "cuda" and torch.cuda.is_bf16_supported())
+    barrier(world)  # nobody creates the run directory before everybody checked it
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if world.distributed:  # dropout and negatives differ per rank; the order does not
+        torch.manual_seed(cfg.seed * 7919 + world.rank)
 
     from torch.utils.data import DataLoader
     from torch.utils.tensorboard import SummaryWriter
 
     # The loader gets its own generator: creating its iterator must not draw from the global
     # RNG, whose state a resumed run restores (dropout and negative sampling use it).
-    loader = DataLoader(dataset, batch_sampler=order.from_position(micro), collate_fn=collate,
+    mine = itertools.islice(order.from_position(micro), world.rank, None, world.size)
+    loader = DataLoader(dataset, batch_sampler=mine, collate_fn=collate,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(cfg.seed))
     batches = iter(loader)
-    if resume:
+    if resume and not world.distributed:
         _set_rng_state(state["rng"])
-    writer = SummaryWriter(str(out / "tensorboard"), purge_step=step if resume else None)
+    writer = (SummaryWriter(str(out / "tensorboard"), purge_step=step if resume else None)
+              if world.main else None)
     summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
                            parameters=model.parameter_counts())
-    model.train()
+    wrapped.train()
     stale = 0
     if resume:  # early-stopping state continues too
         summary.best_value = state.get("best_value", -math.inf)
         summary.best_step, stale = state.get("best_step"), state.get("stale", 0)
     started = time.perf_counter()
-    bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc="pretrain", unit="step",
+               disable=not (progress and world.main), dynamic_ncols=True)
     try:
         with _StopFlag() as stop:
             while step < total:
@@ -393,36 +425,42 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                 for _ in range(cfg.optim.grad_accum):
                     batch = next(batches).to(device, non_blocking=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        result = objective(model, batch)
+                        result = objective(model, batch, forward=wrapped)
                     (result.loss / cfg.optim.grad_accum).backward()
                     loss_sum += float(result.loss.detach()) / cfg.optim.grad_accum
                     tokens += int(batch.mask.sum())
                     metrics = result.metrics
-                    micro += 1
+                    micro += world.size
                 if cfg.optim.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                if world.distributed:
+                    loss_sum = all_reduce(loss_sum, world) / world.size
+                    tokens = int(all_reduce(tokens, world))
                 summary.tokens += tokens
                 summary.losses.append(loss_sum)
                 elapsed = time.perf_counter() - started
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum:.4f}",
                                 tok_s=f"{summary.tokens / max(elapsed, 1e-9):,.0f}")
-                if step % cfg.log_every == 0 or step == total:
+                if writer is not None and (step % cfg.log_every == 0 or step == total):
                     writer.add_scalar("train/loss", loss_sum, step)
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     writer.add_scalar("train/temperature", float(model.temperature.detach()), step)
                     for k, v in metrics.items():
                         writer.add_scalar(f"train/{k}", v, step)
                 interrupted = stop.set or (stop_after is not None and step >= stop_after)
+                interrupted = bool(all_reduce(interrupted, world, op="max"))
                 improved = patience_out = False
                 if cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
-                    value = validate(model, data, cfg)
-                    writer.add_scalar(f"val/{cfg.eval_metric}", value, step)
-                    bar.write(f"step {step}: val {cfg.eval_metric} {value:.4f}")
+                    value = validate(model, data, cfg)  # every rank: FSDP gathers together
+                    wrapped.train()
+                    if writer is not None:
+                        writer.add_scalar(f"val/{cfg.eval_metric}", value, step)
+                        bar.write(f"step {step}: val {cfg.eval_metric} {value:.4f}")
                     improved = value > summary.best_value
                     if improved:
                         summary.best_value, summary.best_step, stale = value, step, 0
@@ -431,20 +469,26 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                         patience_out = bool(cfg.patience) and stale >= cfg.patience
                 if (step % cfg.checkpoint_every == 0 or step == total or interrupted or improved
                         or patience_out):
-                    path = save_checkpoint(out, step=step, model=model, optimizer=optimizer,
-                                           scheduler=scheduler, cfg=cfg, data=data, micro=micro,
-                                           keep=cfg.keep_checkpoints,
-                                           extra={"best_value": summary.best_value,
-                                                  "best_step": summary.best_step,
-                                                  "stale": stale})
-                    if improved:
-                        mark_best(out, path, cfg.eval_metric, summary.best_value)
+                    model_state, optim_state = full_state(wrapped, optimizer)  # collective
+                    if world.main:
+                        path = save_checkpoint(
+                            out, step=step, model=model, optimizer=optimizer,
+                            scheduler=scheduler, cfg=cfg, data=data, micro=micro,
+                            keep=cfg.keep_checkpoints, model_state=model_state,
+                            optimizer_state=optim_state,
+                            extra={"best_value": summary.best_value,
+                                   "best_step": summary.best_step, "stale": stale,
+                                   "world_size": world.size})
+                        if improved:
+                            mark_best(out, path, cfg.eval_metric, summary.best_value)
+                    barrier(world)
                 if interrupted or patience_out:
                     summary.stopped_early = True
                     break
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     summary.steps = step
     summary.seconds = time.perf_counter() - started
     summary.final_loss = summary.losses[-1] if summary.losses else math.nan

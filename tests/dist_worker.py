@@ -1,0 +1,27 @@
+"""Run `pretrain` in one process of a torchrun world (or alone) and let rank 0 write the loss
+trajectory as JSON. Used by test_distributed.py:
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/dist_worker.py DATA OUT CFG RESULT
+"""
+
+import json
+import os
+import sys
+
+from argusrec.train import TrainConfig, pretrain
+
+
+def main() -> None:
+    data, out, cfg_json, result = sys.argv[1:5]
+    fields = json.loads(cfg_json)
+    resume = fields.pop("_resume", False)
+    stop_after = fields.pop("_stop_after", None)
+    summary = pretrain(data, out, TrainConfig(**fields), resume=resume, progress=False,
+                       stop_after=stop_after)
+    if int(os.environ.get("RANK", "0")) == 0:
+        with open(result, "w") as f:
+            json.dump({"losses": summary.losses, "steps": summary.steps}, f)
+
+
+if __name__ == "__main__":
+    main()
