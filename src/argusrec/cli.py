@@ -515,6 +515,46 @@ def ablate(
     typer.echo(ablation_report(result))
 
 
+@app.command()
+@_friendly
+def bench(
+    dataset: Annotated[str, typer.Argument(
+        help="ml-1m, beauty, ml-100k, simulator, or the path of an event file (with "
+             "--format).")],
+    out: Annotated[Path, typer.Option(help="Directory for the prepared data, every run, and "
+                                      "results.md / results.json.")] = Path("runs/bench"),
+    format: Annotated[Optional[str], typer.Option(
+        "--format", help="Format of a file given by path (sasrec and s3rec files use "
+                         "leave-one-out, others a temporal split).")] = None,
+    encoders: Annotated[str, typer.Option(help="Comma-separated: argus, hstu, sasrec.")]
+    = "argus,hstu,sasrec",
+    losses: Annotated[str, typer.Option(help="Comma-separated: full, logq, corrected.")]
+    = "full,logq,corrected",
+    seeds: Annotated[int, typer.Option(help="Seeds per configuration (mean and spread).")] = 3,
+    max_steps: Annotated[Optional[int], typer.Option(
+        help="Step budget per run (default: the size class's).")] = None,
+    patience: Annotated[int, typer.Option(help="Validations without improvement before a run "
+                                          "stops.")] = 4,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run the benchmark suite on one dataset: each encoder x loss x seed pretrained with the
+    size class's default configuration, early-stopped on validation, scored on test (HR and
+    NDCG at 10 and 20, training time, tokens/s, parameters), mean ± std over seeds."""
+    from argusrec.bench import ENCODERS, LOSSES, markdown, run_suite
+
+    enc = [e.strip() for e in encoders.split(",") if e.strip()]
+    los = [x.strip() for x in losses.split(",") if x.strip()]
+    bad = [e for e in enc if e not in ENCODERS] + [x for x in los if x not in LOSSES]
+    if bad:
+        raise DataError(f"unknown encoder or loss: {', '.join(bad)}",
+                        fix=f"encoders: {', '.join(ENCODERS)}; losses: {', '.join(LOSSES)}")
+    result = run_suite(dataset, out, fmt=format, encoders=enc, losses=los,
+                       seeds=tuple(range(seeds)), max_steps=max_steps, patience=patience,
+                       threads=threads, progress=not quiet)
+    typer.echo(markdown(result))
+
+
 def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,225 @@
+"""`argus bench`: one versioned suite of encoders x losses x seeds on one dataset.
+
+For each encoder (the ARGUS transformer, HSTU, SASRec) and next-item loss (full softmax, logQ,
+corrected logQ) and seed, the suite prepares the dataset once, pretrains with the default
+configuration of the dataset's size class, stops early on the *validation* metric (never on
+test), evaluates the best checkpoint on the test split, and writes a Markdown table and JSON
+with the mean and spread over seeds.
+
+Named datasets follow the public protocols: ``ml-1m`` (SASRec's file) and ``beauty``
+(S3-Rec's file) use leave-one-out; ``ml-100k`` a global temporal split; ``simulator`` the
+built-in simulator with Yambda's protocol. Any event file in a supported format can be given
+by path (``--format``).
+
+Tuning that generalises: the configuration depends only on the size class of the data
+(:func:`size_class`), never on a dataset's test results. The window is the smallest of
+32 / 64 / 128 / 200 that covers 90% of users' histories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from argusrec.errors import DataError
+
+SUITE_VERSION = "v1"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+NAMED = {
+    "ml-1m": ("ml-1m/ml-1m.txt", "sasrec", "leave-one-out"),
+    "beauty": ("amazon-beauty/Beauty.txt", "s3rec", "leave-one-out"),
+    "ml-100k": ("ml-100k/ml-100k.inter", "recbole", "temporal"),
+}
+ENCODERS = ("argus", "hstu", "sasrec")
+LOSSES = ("full", "logq", "corrected")
+
+# Size classes by training events. Per class: model width, layers, dropout, batch, lr and the
+# step budget; early stopping ends most runs sooner.
+SIZE_CLASSES = {
+    "small": dict(max_events=300_000, d_model=64, n_layers=2, dropout=0.5, batch_size=128,
+                  lr=1e-3, max_steps=8000, eval_every=400),
+    "medium": dict(max_events=5_000_000, d_model=64, n_layers=2, dropout=0.2, batch_size=128,
+                   lr=1e-3, max_steps=8000, eval_every=600),
+    "large": dict(max_events=None, d_model=256, n_layers=4, dropout=0.1, batch_size=64,
+                  lr=5e-4, max_steps=20000, eval_every=1000),
+}
+
+
+def size_class(train_events: int) -> str:
+    for name, c in SIZE_CLASSES.items():
+        if c["max_events"] is None or train_events <= c["max_events"]:
+            return name
+    return "large"
+
+
+def window_length(lengths: np.ndarray) -> int:
+    """The smallest of 32 / 64 / 128 / 200 covering 90% of the users' histories."""
+    p90 = float(np.percentile(lengths, 90)) if len(lengths) else 200
+    return next((w for w in (32, 64, 128) if p90 <= w), 200)
+
+
+def default_config(data, encoder: str, loss: str, seed: int, *, patience: int = 4,
+                   threads: int | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """The suite's TrainConfig fields for one run on a prepared dataset."""
+    from argusrec.train import apply_overrides, sasrec_overrides
+
+    users = data.users()
+    train_events = int(users["n_train"].sum())
+    c = SIZE_CLASSES[size_class(train_events)]
+    model = {"d_model": c["d_model"], "n_layers": c["n_layers"], "n_heads": 2,
+             "user_dim": c["d_model"], "dropout": c["dropout"],
+             "max_len": window_length(users["n_events"].to_numpy()),
+             "encoder": "hstu" if encoder == "hstu" else "transformer"}
+    if encoder == "sasrec":
+        model.update(user_head="none", item_tower="tied")
+    fields: dict[str, Any] = {
+        "preset": "debug", "model": model, "seed": seed,
+        "batch_size": max(1, min(c["batch_size"], len(users) // 2)),  # tiny data: 2+ batches
+        "objective": {"next_item_loss": loss, "num_uniform": 1024},
+        "optim": {"lr": c["lr"], "warmup_steps": 100},
+        "max_steps": max_steps or c["max_steps"], "eval_every": c["eval_every"],
+        "patience": patience, "eval_max_users": 3000, "checkpoint_every": 10**9,
+        "threads": threads}
+    if encoder == "sasrec":
+        fields = apply_overrides(fields, sasrec_overrides())
+    return fields
+
+
+def resolve_dataset(name: str, work: Path, fmt: str | None = None, *,
+                    shared: Path = SHARED) -> tuple[Path, str]:
+    """Prepare a named dataset or an event file once under ``work``; (prepared dir, label)."""
+    from argusrec.prepare import PrepareConfig, SplitConfig, prepare
+
+    prepared = work / "data"
+    if name == "simulator":
+        label = "simulator"
+        if not prepared.exists():
+            from argusrec.simulate import SimulatorConfig, simulate
+
+            simulate(SimulatorConfig(seed=0), work / "events", progress=False, overwrite=True)
+            prepare(work / "events", prepared, PrepareConfig(merge_reactions=True, split=SplitConfig(
+                gap=1800, test_duration=86_400, val_duration=86_400)), progress=False)
+        return prepared, label
+    if name in NAMED:
+        rel, fmt, split = NAMED[name]
+        source, label = shared / rel, name
+        if not source.exists():
+            raise DataError(f"the {name} file is not here", path=source,
+                            fix="put the dataset under ../shared/data or pass its path")
+    else:
+        source, label = Path(name), Path(name).stem
+        untimed = fmt in ("sasrec", "s3rec")  # one-line formats: order, no timestamps
+        split = "leave-one-out" if untimed else "temporal"
+        if not source.exists():
+            raise DataError("no such event file", path=source,
+                            fix="pass ml-1m, beauty, ml-100k, simulator or a file path")
+    if not prepared.exists():
+        if split == "leave-one-out":
+            prepare(source, prepared, PrepareConfig(format=fmt or "auto", split=SplitConfig(
+                kind="leave-one-out")), progress=False)
+        else:  # the last 10% of events for test, validation as long again before it
+            probe = prepare(source, work / "probe", PrepareConfig(
+                format=fmt or "auto", split=SplitConfig(test_fraction=0.1)), progress=False,
+                overwrite=True)
+            bounds = json.loads((Path(probe.out) / "meta.json").read_text())["split"]
+            span = int(bounds["time_max"] - bounds["test_start"] + 1)
+            prepare(source, prepared, PrepareConfig(format=fmt or "auto", split=SplitConfig(
+                cutoff=int(bounds["test_start"]), val_duration=span)), progress=False)
+    return prepared, label
+
+
+def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
+              encoders=ENCODERS, losses=LOSSES, seeds=(0, 1, 2), max_steps: int | None = None,
+              patience: int = 4, threads: int | None = None, exclude_seen: bool | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Run the suite; write OUT/results.json and OUT/results.md; return the results."""
+    from argusrec.evaluate import evaluate
+    from argusrec.sequences import PreparedData
+    from argusrec.train import TrainConfig, pretrain
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepared, label = resolve_dataset(dataset, out, fmt)
+    data = PreparedData(prepared)
+    loo = data.meta["split"]["kind"] == "leave-one-out"
+    exclude = loo if exclude_seen is None else exclude_seen
+    runs: list[dict[str, Any]] = []
+    for encoder in encoders:
+        for loss in losses:
+            for seed in seeds:
+                name = f"{encoder}-{loss}-s{seed}"
+                run_dir = out / "runs" / name
+                fields = default_config(data, encoder, loss, seed, patience=patience,
+                                        threads=threads, max_steps=max_steps)
+                if progress:
+                    print(f"== {label} {name} ==", flush=True)
+                started = time.perf_counter()
+                if (run_dir / "checkpoints").exists():
+                    import shutil
+
+                    shutil.rmtree(run_dir)
+                summary = pretrain(prepared, run_dir, TrainConfig(**fields), progress=progress)
+                seconds = time.perf_counter() - started
+                results = evaluate(run_dir, which="best", ks=(10, 20), exclude_seen=exclude,
+                                   progress=False)
+                runs.append({"encoder": encoder, "loss": loss, "seed": seed,
+                             "HR@10": results["HR@10"], "HR@20": results["HR@20"],
+                             "NDCG@10": results["NDCG@10"], "NDCG@20": results["NDCG@20"],
+                             "best_step": summary.best_step, "steps": summary.steps,
+                             "train_seconds": seconds,
+                             "tokens_per_second": summary.tokens_per_second,
+                             "parameters": summary.parameters["total"],
+                             "encoder_parameters": summary.parameters["encoder"]})
+    result = {"suite": SUITE_VERSION, "dataset": label, "prepared": str(prepared),
+              "protocol": data.meta["split"]["kind"], "exclude_seen": exclude,
+              "size_class": size_class(int(data.users()["n_train"].sum())),
+              "runs": runs, "summary": summarise(runs)}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out / "results.json")
+    (out / "results.md").write_text(markdown(result) + "\n")
+    return result
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds, per (encoder, loss)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["encoder"], r["loss"]), []).append(r)
+    rows = []
+    for (encoder, loss), rs in groups.items():
+        row: dict[str, Any] = {"encoder": encoder, "loss": loss, "seeds": len(rs)}
+        for key in ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "train_seconds",
+                    "tokens_per_second"):
+            values = [r[key] for r in rs]
+            row[key] = statistics.fmean(values)
+            row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        row["parameters"] = rs[0]["parameters"]
+        rows.append(row)
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    def pm(row, key, digits=4):
+        std = row[key + "_std"]
+        return (f"{row[key]:.{digits}f}" if math.isnan(std)
+                else f"{row[key]:.{digits}f} ± {std:.{digits}f}")
+
+    lines = [f"Suite {result['suite']} on {result['dataset']} ({result['protocol']}, seen items "
+             f"{'excluded' if result['exclude_seen'] else 'kept'}, size class "
+             f"{result['size_class']}); mean ± std over seeds, best checkpoint by validation "
+             "NDCG@10", "",
+             "| encoder | loss | seeds | HR@10 | NDCG@10 | HR@20 | NDCG@20 | train s | tokens/s "
+             "| parameters |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["summary"]:
+        lines.append(f"| {r['encoder']} | {r['loss']} | {r['seeds']} | {pm(r, 'HR@10')} | "
+                     f"{pm(r, 'NDCG@10')} | {pm(r, 'HR@20')} | {pm(r, 'NDCG@20')} | "
+                     f"{r['train_seconds']:.0f} | {r['tokens_per_second']:,.0f} | "
+                     f"{r['parameters']:,} |")
+    return "\n".join(lines)
