@@ -555,6 +555,39 @@ def bench(
     typer.echo(markdown(result))
 
 
+@app.command()
+@_friendly
+def scaling(
+    data: Annotated[Path, typer.Argument(help="A prepared dataset with a test period.")],
+    out: Annotated[Path, typer.Argument(help="Directory for the runs, scaling.json and "
+                                        "scaling.png.")],
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML with ScalingConfig fields (sizes:, tokens, batch_size, max_len, train:).")]
+    = None,
+    tokens: Annotated[Optional[int], typer.Option(
+        help="Training tokens per size (default: 2,000,000).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train several model sizes for the same number of tokens, plot test next-item and
+    feedback entropy against encoder parameters (log axis) and fit entropy = a + b log10(N),
+    the log-linear trend the ARGUS paper reports."""
+    from argusrec.scaling import ScalingConfig, run_scaling
+
+    fields = _load_yaml(config)
+    if tokens is not None:
+        fields["tokens"] = tokens
+    result = run_scaling(data, out, ScalingConfig(**fields), threads=threads,
+                         progress=not quiet)
+    for row in result["rows"]:
+        typer.echo(f"{row['size']:<10} {row['encoder_parameters']:>12,} parameters  next-item "
+                   f"entropy {row['entropy_next_item']:.4f}  feedback entropy "
+                   f"{row['entropy_feedback']:.4f}")
+    for key, fit in result["fit"].items():
+        typer.echo(f"fit {key}: {fit['a']:.4f} {fit['b']:+.4f} log10(N), R^2 {fit['r2']:.3f}")
+    typer.echo(f"-> {out / 'scaling.png'}")
+
+
 def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
