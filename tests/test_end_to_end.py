@@ -1,4 +1,5 @@
-"""End to end over the simulator: simulate -> prepare (Yambda protocol) -> load a batch."""
+"""End to end over the simulator: the demo's whole chain, simulate -> prepare -> pretrain ->
+evaluate -> finetune -> export -> serve one request."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from argusrec.sequences import PreparedData
 
 
 def test_demo_pipeline_on_the_simulator(tmp_path, capsys):
-    report = run_demo(tmp_path / "demo", users=40, train={"max_steps": 3, "batch_size": 4})
+    report = run_demo(tmp_path / "demo", users=40, train={"max_steps": 3, "batch_size": 4},
+                      finetune={"max_steps": 2, "batch_size": 4})
     out = capsys.readouterr().out
-    assert "1/4 simulate" in out and "4/4 evaluate" in out and "HR@10" in out
+    assert "1/7 simulate" in out and "4/7 evaluate" in out and "HR@10" in out
+    assert "7/7 serve" in out and "PairAccuracy" in out
+    assert report["finetune"].steps == 2 and report["pairs"]["pairs"] > 0
+    assert 0.5 < report["pairs"]["oracle/PairAccuracy"] <= 1
+    assert report["export"].users > 0 and len(report["serve"]["response"]["items"]) == 10
     sim, prep = report["simulate"], report["prepare"]
     assert prep.events + prep.dropped_events + prep.reactions_merged == sim.events
     assert prep.reactions_merged > 0  # likes and dislikes became feedback of their listens

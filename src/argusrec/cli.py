@@ -613,5 +613,14 @@ def demo(
     run_demo(workdir, users=users, seed=seed)
 
 
+def _register_deployment() -> None:
+    from argusrec.cli_deploy import register
+
+    register(app, _friendly)
+
+
+_register_deployment()  # `argus export` and `argus serve`
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

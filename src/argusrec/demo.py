@@ -1,9 +1,10 @@
 """`argus demo`: the whole pipeline on the embedded simulator, with no downloads.
 
-Today it runs simulate -> prepare (Yambda's protocol: global temporal split, a 30-minute gap,
+It runs simulate -> prepare (Yambda's protocol: global temporal split, a 30-minute gap,
 one day of test) -> pretrain a small ARGUS model (next-item + feedback prediction, corrected
-logQ) -> evaluate it on the test day, and prints what each stage made. Later stages (finetune,
-export, serve) join the chain as they land.
+logQ) -> evaluate it on the test day -> fine-tune it as a two-tower ranker in one causal pass
+(PairAccuracy against the simulator's ceiling) -> export a daily snapshot -> start the HTTP
+service on it and answer one request, and prints what each stage made.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import time
 from pathlib import Path
 
 from argusrec.evaluate import evaluate, report
+from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run_finetune
 from argusrec.loader import SequenceDataset
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.simulate import SimulatorConfig, simulate
+from argusrec.snapshot import export
 from argusrec.train import TrainConfig, pretrain
 
 # A small model that trains in under two minutes on 2 cores.
@@ -24,14 +27,16 @@ DEMO_TRAIN = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads"
                   objective={"next_item_loss": "corrected", "num_uniform": 512},
                   optim={"lr": 2e-3, "warmup_steps": 20}, batch_size=32, epochs=6)
 
+DEMO_FINETUNE = dict(lag=86_400, epochs=1, batch_size=8, lr=1e-3, max_len=256)
+
 DAY = 86_400
 
 
 def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, seed: int = 0,
-             train: dict | None = None) -> dict:
+             train: dict | None = None, finetune: dict | None = None) -> dict:
     """Run the demo pipeline into ``workdir`` (replaced) and return what each stage reported.
 
-    ``train`` overrides fields of the demo's TrainConfig (tests use a few steps).
+    ``train`` and ``finetune`` override fields of the demo's configs (tests use a few steps).
     """
     workdir = Path(workdir)
     if workdir.exists():
@@ -39,14 +44,14 @@ def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, see
     workdir.mkdir(parents=True)
     started = time.perf_counter()
 
-    print("== 1/4 simulate: a music-streaming service (Yambda schema) ==")
+    print("== 1/7 simulate: a music-streaming service (Yambda schema) ==")
     sim_config = SimulatorConfig(seed=seed, **({"users": users} if users else {}))
     sim = simulate(sim_config, workdir / "events")
     print(f"   {sim.events:,} events, {sim.users:,} users, {sim.items:,} items, "
           f"{sim.likes:,} likes, {sim.dislikes:,} dislikes, organic share "
           f"{sim.organic_share:.2f} ({sim.seconds:.1f}s)")
 
-    print("== 2/4 prepare: ids, stable sort, likes onto listens, temporal split (30-min gap, "
+    print("== 2/7 prepare: ids, stable sort, likes onto listens, temporal split (30-min gap, "
           "1 day test) ==")
     config = PrepareConfig(merge_reactions=True, split=SplitConfig(
         kind="temporal", gap=1800, test_duration=DAY, val_duration=DAY))
@@ -60,18 +65,72 @@ def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, see
     cfg = TrainConfig(**fields)
     windows = len(SequenceDataset(workdir / "data", split="train",
                                   max_len=cfg.resolved_model().max_len))
-    print(f"== 3/4 pretrain: ARGUS ({cfg.preset} preset, width {cfg.resolved_model().d_model}),"
+    print(f"== 3/7 pretrain: ARGUS ({cfg.preset} preset, width {cfg.resolved_model().d_model}),"
           f" next-item ({cfg.objective.next_item_loss} logQ) + feedback, {windows:,} windows ==")
     run = pretrain(workdir / "data", workdir / "model", cfg)
     print(f"   {run.steps} steps, loss {run.losses[0]:.3f} -> {run.final_loss:.3f}, "
           f"{run.tokens_per_second:,.0f} tokens/s, {run.seconds:.1f}s")
 
-    print("== 4/4 evaluate: the test day, history from before only ==")
+    print("== 4/7 evaluate: the test day, history from before only ==")
     results = evaluate(workdir / "model", ks=(10, 100), progress=False)
     print(report({k: v for k, v in results.items() if not k.startswith("MRR@")},
                  "next positive item (full catalogue) and feedback"))
+    print("== 5/7 finetune: two-tower ranking over impressions, one causal pass, 1-day lag ==")
+    ft_cfg = FinetuneConfig(**{**DEMO_FINETUNE, **(finetune or {})})
+    ft = run_finetune(workdir / "data", workdir / "model", workdir / "ranker", ft_cfg,
+                      progress=False)
+    pairs = evaluate_pairs(workdir / "ranker", split="test", oracle=workdir / "events")
+    print(f"   {ft.steps} steps over {ft.impressions:,} impressions, {ft.seconds:.1f}s; test "
+          f"PairAccuracy {pairs['PairAccuracy']:.4f} (weighted "
+          f"{pairs['PairAccuracy/weighted']:.4f}), oracle ceiling "
+          f"{pairs['oracle/PairAccuracy']:.4f}, {pairs['pairs']:,} pairs")
+
+    print("== 6/7 export: user vectors -> LMDB, item vectors -> HNSW, manifest ==")
+    snap = export(workdir / "ranker", workdir / "snapshots", progress=False)
+    print(f"   snapshot {snap.label}: {snap.users:,} users, {snap.items:,} items, "
+          f"{snap.bytes / 2**20:.1f} MiB, {snap.seconds:.1f}s")
+
+    print("== 7/7 serve: the HTTP service on the snapshot, one request ==")
+    answer = _one_request(workdir / "snapshots", workdir / "ranker")
     seconds = time.perf_counter() - started
-    print(f"done in {seconds:.1f}s. Next: argus info {workdir / 'data'}; "
-          f"argus evaluate {workdir / 'model'}; tensorboard --logdir {workdir / 'model'}")
+    print(f"done in {seconds:.1f}s. Serve it yourself: argus serve {workdir / 'snapshots'} "
+          f"--model {workdir / 'ranker'}; then curl '{answer['url']}'")
     return {"simulate": sim, "prepare": prep, "pretrain": run, "evaluate": results,
-            "train_windows": windows, "seconds": seconds}
+            "train_windows": windows, "finetune": ft, "pairs": pairs, "export": snap,
+            "serve": answer, "seconds": seconds}
+
+
+def _one_request(snapshots: Path, model_run: Path) -> dict:
+    """Start the service on a free loopback port, ask for one user's top 10, stop it."""
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    from argusrec.serve import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(snapshots, model_run=model_run, reload_interval=None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        from argusrec.sequences import PreparedData
+
+        user = PreparedData(snapshots.parent / "data").users()["user"][0]
+        url = f"http://127.0.0.1:{port}/v1/users/{user}/recommendations?k=10&exclude_seen=true"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = json.loads(response.read())
+        top = ", ".join(str(i["item_id"]) for i in body["items"][:5])
+        print(f"   GET {url}\n   -> {len(body['items'])} items (top 5: {top})")
+        return {"url": url, "response": body}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -143,7 +143,8 @@ class TimeGapEmbedding(nn.Module):
     def forward(self, timestamp: Tensor) -> Tensor:
         gap = (timestamp[:, 1:] - timestamp[:, :-1])  # (B, L-1)
         bucket = self.bucket(gap)
-        bucket = torch.cat([torch.zeros_like(bucket[:, :1]), bucket], dim=1)
+        first = torch.zeros(bucket.shape[0], 1, dtype=bucket.dtype, device=bucket.device)
+        bucket = torch.cat([first, bucket], dim=1)  # bucket 0 for the first event
         return self.table(bucket)
 
     def bucket(self, gap: Tensor) -> Tensor:

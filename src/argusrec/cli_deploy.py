@@ -1,0 +1,104 @@
+"""The deployment verbs of the `argus` command line: `argus export` and `argus serve`.
+
+Thin typer wrappers (STYLE.md principle 4) over :func:`argusrec.snapshot.export` and
+:func:`argusrec.serve.serve`; :func:`register` adds them to the main app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory of `argus pretrain` or `argus "
+                                        "finetune`, or one of its checkpoints.")],
+    out: Annotated[Path, typer.Argument(help="Snapshots directory: the snapshot goes to "
+                                        "OUT/<label>/ and OUT/latest is switched to it.")],
+    data: Annotated[Optional[Path], typer.Option(
+        help="Prepared dataset (default: the one the model was trained on).")] = None,
+    as_of: Annotated[Optional[int], typer.Option(
+        "--as-of", help="The time (seconds) the snapshot serves from; user states include "
+        "events up to AS_OF - LAG (default: the data's last timestamp + 1).")] = None,
+    lag: Annotated[Optional[int], typer.Option(
+        help="Seconds between the newest event in a user state and AS_OF (default: the "
+        "model's fine-tuning lag, else 86400).")] = None,
+    label: Annotated[Optional[str], typer.Option(
+        help="Snapshot directory name (default: the UTC date of AS_OF, YYYY-MM-DD).")] = None,
+    which: Annotated[str, typer.Option(help="For a run directory: its latest checkpoint or "
+                                       "the best one by validation.")] = "latest",
+    backend: Annotated[str, typer.Option(
+        help="Where user vectors go: lmdb (inside the snapshot) or redis.")] = "lmdb",
+    redis_url: Annotated[Optional[str], typer.Option(
+        help="The Redis server for --backend redis, e.g. redis://localhost:6379/0.")] = None,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 32,
+    ef_construction: Annotated[int, typer.Option(help="HNSW build width.")] = 200,
+    ef_search: Annotated[int, typer.Option(
+        help="HNSW search width the service uses (raised to k when k is larger).")] = 512,
+    popular: Annotated[int, typer.Option(
+        help="Items kept for the popularity fallback of unknown users.")] = 1000,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a snapshot with the same label.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Export item vectors, an HNSW index, user vectors and popularity into a dated snapshot.
+
+    The snapshot is written to a temporary directory, checksummed into manifest.json, renamed,
+    and then OUT/latest is switched to it atomically, so a running `argus serve` never sees a
+    half-written one.
+    """
+    from argusrec.snapshot import export as run_export
+
+    summary = run_export(run, out, as_of=as_of, lag=lag, data=data, which=which, label=label,
+                         backend=backend, redis_url=redis_url, hnsw_m=hnsw_m,
+                         ef_construction=ef_construction, ef_search=ef_search, popular=popular,
+                         overwrite=overwrite, progress=not quiet)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
+    typer.echo(f"exported {summary.items:,} items and {summary.users:,} users "
+               f"({summary.users_without_history:,} without history before the cut-off) "
+               f"as of {summary.as_of} with lag {summary.lag}s in {summary.seconds:.1f}s "
+               f"({stages}); {summary.bytes / 2**20:,.1f} MiB -> {summary.out}")
+
+
+def serve(
+    snapshots: Annotated[Path, typer.Argument(help="The snapshots directory `argus export` "
+                                              "writes (its `latest` is served).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    model: Annotated[Optional[Path], typer.Option(
+        help="Model for POST /v1/recommendations (default: the checkpoint named in the "
+        "snapshot's manifest).")] = None,
+    no_runtime: Annotated[bool, typer.Option(
+        "--no-runtime", help="Serve stored vectors only; load no model.")] = False,
+    reload_interval: Annotated[float, typer.Option(
+        help="Seconds between checks for a new snapshot; 0 = only on POST "
+        "/v1/admin/reload.")] = 10.0,
+    no_check: Annotated[bool, typer.Option(
+        "--no-check", help="Skip the sha256 check of a snapshot's files before serving it.")]
+    = False,
+    redis_url: Annotated[Optional[str], typer.Option(
+        help="Redis server of a redis-backed snapshot (default: the manifest's).")] = None,
+    ef_search: Annotated[Optional[int], typer.Option(
+        help="HNSW search width: more is slower and finds more of the exact top-k (default: "
+        "the snapshot's).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve recommendations over HTTP from the latest snapshot (FastAPI + uvicorn).
+
+    GET /v1/users/{id}/recommendations, POST /v1/score, POST /v1/recommendations (a raw
+    history, encoded by the model on the request), GET /healthz, GET /metrics. A new snapshot
+    is loaded in the background and swapped in without dropping requests.
+    """
+    from argusrec.serve import serve as run_serve
+
+    run_serve(snapshots, host=host, port=port, model_run=model, runtime=not no_runtime,
+              reload_interval=reload_interval or None, check=not no_check,
+              redis_url=redis_url, ef_search=ef_search, log_level=log_level)
+
+
+def register(app: typer.Typer, friendly: Callable) -> None:
+    """Add `export` and `serve` to ``app``; ``friendly`` turns DataError into a clean exit."""
+    app.command(name="export")(friendly(export))
+    app.command(name="serve")(friendly(serve))
