@@ -42,8 +42,6 @@ def ensure_data(work: Path) -> Path:
 def per_impression_batch(samples: list[dict]) -> tuple:
     """Every impression of the samples as its own prefix sequence: (batch of windows, index of
     the last event per sequence, impression fields)."""
-    from argusrec.loader import collate
-
     keys = ("item", "timestamp", "event_type", "context", "feedback", "positive", "target")
     prefixes, fields = [], {k: [] for k in ("item", "context", "event_type", "gap")}
     for s in samples:

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from argusrec.bench import default_config, run_suite, size_class, window_length
+from argusrec.bench import run_suite, size_class, window_length
 
 
 def test_suite_runs_each_encoder_loss_and_seed(tmp_path):

@@ -8,6 +8,7 @@ Variants (ARGUS paper, "Ablations"):
 - ``short-finetune``: the base pretrained model, fine-tuned for a fraction of the steps.
 
 The base history length's pretrained model is shared by its full and short fine-tuning.
+Running the command again over the same OUT reuses the runs that finished.
 """
 
 from __future__ import annotations
@@ -90,40 +91,50 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
         train_cfg = TrainConfig(**apply_overrides(cfg.pretrain, overrides))
         if progress:
             print(f"== {name}: pretrain (batch {train_cfg.batch_size} x {length}) ==")
-        pretrain(data, out / name / "pretrain", train_cfg, progress=progress)
-        ft_cfg = FinetuneConfig(**cfg.finetune)
-        summary = finetune(data, out / name / "pretrain", out / name / "finetune", ft_cfg,
-                           progress=progress)
+        if not _finished(out / name / "pretrain"):
+            pretrain(data, out / name / "pretrain", train_cfg, progress=progress)
+        steps = _finetuned(out / name / "finetune") or finetune(
+            data, out / name / "pretrain", out / name / "finetune",
+            FinetuneConfig(**cfg.finetune), progress=progress).steps
         if length == cfg.base_history:
-            base_steps = summary.steps
+            base_steps = steps
         if length in cfg.history_lengths:
-            record(name, out / name / "finetune", summary.steps, time.perf_counter() - t0)
+            record(name, out / name / "finetune", steps, time.perf_counter() - t0)
     base = out / f"history-{cfg.base_history}" / "pretrain"
     if cfg.no_pretraining:
         t0 = time.perf_counter()
         if progress:
             print("== no-pretraining: fine-tune from random weights ==")
-        summary = finetune(data, base, out / "no-pretraining",
-                           FinetuneConfig(**{**cfg.finetune, "from_scratch": True}),
-                           progress=progress)
-        record("no-pretraining", out / "no-pretraining", summary.steps,
-               time.perf_counter() - t0)
+        steps = _finetuned(out / "no-pretraining") or finetune(
+            data, base, out / "no-pretraining",
+            FinetuneConfig(**{**cfg.finetune, "from_scratch": True}), progress=progress).steps
+        record("no-pretraining", out / "no-pretraining", steps, time.perf_counter() - t0)
     if cfg.short_finetune and base_steps:
         t0 = time.perf_counter()
         steps = max(1, int(round(cfg.short_fraction * base_steps)))
         if progress:
             print(f"== short-finetune: {steps} of {base_steps} steps ==")
-        summary = finetune(data, base, out / "short-finetune",
-                           FinetuneConfig(**{**cfg.finetune, "max_steps": steps}),
-                           progress=progress)
-        record("short-finetune", out / "short-finetune", summary.steps,
-               time.perf_counter() - t0)
+        steps = _finetuned(out / "short-finetune") or finetune(
+            data, base, out / "short-finetune",
+            FinetuneConfig(**{**cfg.finetune, "max_steps": steps}), progress=progress).steps
+        record("short-finetune", out / "short-finetune", steps, time.perf_counter() - t0)
     result = {"config": cfg.model_dump(), "rows": rows,
               "seconds": time.perf_counter() - started}
     tmp = out / "ablation.json.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out / "ablation.json")
     return result
+
+
+def _finished(run: Path) -> bool:
+    """A pretraining run that reached its last step (re-running `ablate` skips it)."""
+    return (run / "checkpoints" / "latest").exists()
+
+
+def _finetuned(run: Path) -> int | None:
+    """The steps of a finished fine-tuning run, or None."""
+    summary = run / "finetune.json"
+    return json.loads(summary.read_text())["steps"] if summary.exists() else None
 
 
 def ablation_report(result: dict[str, Any]) -> str:

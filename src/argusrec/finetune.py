@@ -30,27 +30,26 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from argusrec.errors import DataError
 from argusrec.impressions import PairConfig, grade_events, make_pairs, sessions
-from argusrec.loader import Batch, collate
+from argusrec.loader import Batch, PreparedDataset, collate, split_history
 from argusrec.model import ArgusModel
-from argusrec.sequences import GAP, SPLIT_CODES, TRAIN, PreparedData
+from argusrec.sequences import SPLIT_CODES, PreparedData
 
 DAY = 86_400
 RECOMMENDATION = 2  # ctx_is_organic code of recommendation traffic (argusrec.sequences)
 
 
-class ImpressionDataset(Dataset):
+class ImpressionDataset(PreparedDataset):
     """Windows of users' histories with the impressions scored from them.
 
     Args:
@@ -90,6 +89,9 @@ class ImpressionDataset(Dataset):
                             path=self.data.path, fix="use impressions: all")
         self.use_organic = "is_organic" in self.context_names and mode != "all"
         self.skipped = {"short_history": 0, "no_state": 0}
+        # global event number of a shard's first event: an impression's key in feature tables
+        sizes = [len(shard.events["item"]) for shard in self.data.shards]
+        self._base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self._count = 0
         examples, imps = [], []
         for s, shard in enumerate(self.data.shards):
@@ -104,15 +106,9 @@ class ImpressionDataset(Dataset):
     # -- index ---------------------------------------------------------------------------------
     def _kept(self, shard, j: int) -> np.ndarray:
         """Shard positions of user j's events that can be history or impressions here."""
-        start, stop = int(shard.offsets[j]), int(shard.offsets[j + 1])
-        split = np.asarray(shard.events["split"][start:stop])
-        if self.code == TRAIN:
-            keep = split == TRAIN
-        else:
-            keep = split != GAP
-            targets = np.flatnonzero(split == self.code)
-            keep[targets[-1] + 1 if len(targets) else 0:] = False
-        return start + np.flatnonzero(keep)
+        start = int(shard.offsets[j])
+        split = np.asarray(shard.events["split"][start:shard.offsets[j + 1]])
+        return start + np.flatnonzero(split_history(split, self.code))
 
     def _grades(self, shard, positions: np.ndarray) -> np.ndarray:
         fb = {f: np.asarray(shard.events[f"fb_{f}"][positions]) for f in self.feedback_names}
@@ -169,15 +165,6 @@ class ImpressionDataset(Dataset):
         return len(self.impressions)
 
     # -- items ---------------------------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["data"] = str(self.data.path)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.data = PreparedData(state["data"])
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         s, j, start, stop, lo, hi = (int(v) for v in self.examples[index])
         shard = self.data.shards[s]
@@ -217,6 +204,7 @@ class ImpressionDataset(Dataset):
             "imp_session": rows[:, 2].astype(np.int64),
             "imp_grade": rows[:, 3],
             "imp_id": np.arange(lo, hi, dtype=np.int64),
+            "imp_event": self._base[s] + imp_pos,
         }
 
 
@@ -369,13 +357,13 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
     ``pretrained`` is a run or checkpoint of `argus pretrain`; with ``cfg.from_scratch`` its
     architecture is kept and its weights are not (``pretrained`` may then be None if
     ``model_fields`` gives a TrainConfig for the architecture). The result is a run directory
-    with checkpoints that `argus evaluate --pairs`, `argus rank` and `argus export` read.
+    with checkpoints that `argus pairs`, `argus rank` and `argus export` read.
     """
     from torch.utils.data import DataLoader
     from torch.utils.tensorboard import SummaryWriter
 
-    from argusrec.train import (BatchOrder, TrainConfig, build_model, load_model,
-                                lr_factor, resolve_device, save_checkpoint, OptimConfig)
+    from argusrec.train import (BatchOrder, OptimConfig, TrainConfig, _optimizer, build_model,
+                                load_model, lr_factor, resolve_device, save_checkpoint)
 
     cfg = cfg or FinetuneConfig()
     out = Path(out)
@@ -406,10 +394,7 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
     torch.manual_seed(cfg.seed)
     optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip)
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = _optimizer(model, optim)
     batch_size = min(cfg.batch_size, len(dataset))
     order = BatchOrder(len(dataset), batch_size, cfg.seed,
                        dataset.examples[:, 3] - dataset.examples[:, 2])
@@ -470,7 +455,8 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
 def score_impressions(model: ArgusModel, dataset: ImpressionDataset, *, batch_size: int = 16,
                       progress: bool = False, vectors: bool = False):
     """Every impression of ``dataset`` with its one-pass score, as a polars DataFrame:
-    user (index), item (index), timestamp, session, grade, score; with ``vectors`` also
+    event (global event number), user (index), item (index), timestamp, session, grade,
+    score; with ``vectors`` also
     (table, user vectors (N, U), item vectors (N, U))."""
     import polars as pl
 
@@ -483,6 +469,7 @@ def score_impressions(model: ArgusModel, dataset: ImpressionDataset, *, batch_si
     users = np.zeros(dataset.num_impressions, dtype=np.int64)
     items = np.zeros(dataset.num_impressions, dtype=np.int64)
     times = np.zeros(dataset.num_impressions, dtype=np.int64)
+    events = np.zeros(dataset.num_impressions, dtype=np.int64)
     for lo in tqdm(range(0, len(dataset), batch_size), desc=f"score {dataset.split}",
                    disable=not progress):
         samples = [dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))]
@@ -498,7 +485,8 @@ def score_impressions(model: ArgusModel, dataset: ImpressionDataset, *, batch_si
         items[ids] = batch.item.cpu().numpy()
         users[ids] = batch.events.user[batch.window].cpu().numpy()
         times[ids] = np.concatenate([s["imp_time"] for s in samples])
-    table = pl.DataFrame({"user": users, "item": items, "timestamp": times,
+        events[ids] = np.concatenate([s["imp_event"] for s in samples])
+    table = pl.DataFrame({"event": events, "user": users, "item": items, "timestamp": times,
                           "session": dataset.impressions[:, 2].astype(np.int64),
                           "grade": dataset.impressions[:, 3], "score": scores})
     return (table, user_vecs, item_vecs) if vectors else table

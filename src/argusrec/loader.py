@@ -61,7 +61,38 @@ class Batch:
         return int(self.item.shape[0])
 
 
-class SequenceDataset(Dataset):
+def split_history(split: np.ndarray, code: int) -> np.ndarray:
+    """(E,) bool: which of a user's events a dataset for split ``code`` may use.
+
+    Training uses training events only. Validation and test use everything up to the split's
+    last event except the gap: the gap stands for the delay between the data cut-off and
+    serving, so its events are never history.
+    """
+    if code == TRAIN:
+        return split == TRAIN
+    keep = split != GAP
+    targets = np.flatnonzero(split == code)
+    keep[targets[-1] + 1 if len(targets) else 0:] = False
+    return keep
+
+
+class PreparedDataset(Dataset):
+    """A dataset over an opened PreparedData (``self.data``) that worker processes can take:
+    memory maps do not cross process boundaries, so a worker reopens them lazily."""
+
+    data: PreparedData
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["data"] = str(self.data.path)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.data = PreparedData(state["data"])
+
+
+class SequenceDataset(PreparedDataset):
     """Windows over a prepared dataset; item ``i`` is a dict of (L,) numpy arrays.
 
     Args:
@@ -99,15 +130,7 @@ class SequenceDataset(Dataset):
     def _events_of(self, shard, j: int) -> np.ndarray:
         """Positions (in shard arrays) of user j's events that this dataset uses."""
         start, stop = int(shard.offsets[j]), int(shard.offsets[j + 1])
-        split = np.asarray(shard.events["split"][start:stop])
-        if self.code == TRAIN:
-            keep = split == TRAIN
-        else:
-            # History is everything up to the last target except the gap: the gap stands for
-            # the delay between the data cut-off and serving, so its events are never seen.
-            keep = split != GAP
-            targets = np.flatnonzero(split == self.code)
-            keep[targets[-1] + 1 if len(targets) else 0:] = False
+        keep = split_history(np.asarray(shard.events["split"][start:stop]), self.code)
         if self.positives_only:
             keep &= np.asarray(shard.events["positive"][start:stop])
         return start + np.flatnonzero(keep)
@@ -132,17 +155,6 @@ class SequenceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
-
-    # -- items ---------------------------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        # Memory maps do not cross process boundaries; workers reopen them lazily.
-        state = dict(self.__dict__)
-        state["data"] = str(self.data.path)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.data = PreparedData(state["data"])
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         s, j, start, stop, first_target = (int(v) for v in self.windows[index])

@@ -62,14 +62,18 @@ class RankConfig(BaseModel):
 def event_features(data: PreparedData, pairs_cfg) -> pl.DataFrame:
     """Every event outside the gap with running-count features (strictly earlier events only).
 
-    Columns: user, item, timestamp and the ORDINARY features that do not need sessions.
+    Columns: event (the global event number, shard after shard), user, item, timestamp and the
+    ORDINARY features that do not need sessions.
     """
     frames = []
     feedback = list(data.feedback_fields)
     extras = data.meta["fields"].get("extra", [])
+    base = 0
     for shard in data.shards:
         ev = shard.events
+        n = len(ev["item"])
         cols: dict[str, Any] = {
+            "event": np.arange(base, base + n, dtype=np.int64),
             "user": np.repeat(np.asarray(shard.users, dtype=np.int64), np.diff(shard.offsets)),
             "timestamp": np.asarray(ev["timestamp"], dtype=np.int64),
             "item": np.asarray(ev["item"], dtype=np.int64),
@@ -83,6 +87,7 @@ def event_features(data: PreparedData, pairs_cfg) -> pl.DataFrame:
                              else np.full(len(ev["item"]), np.nan)),
         }
         frames.append(pl.DataFrame(cols))
+        base += n
     events = pl.concat(frames).filter(pl.col("split") != GAP).drop("split")
     items = data.items()
     artist = "artist_index" if "artist_index" in items.columns else None
@@ -113,18 +118,15 @@ def event_features(data: PreparedData, pairs_cfg) -> pl.DataFrame:
     )
     if artist is None:
         events = events.with_columns(user_artist_events=pl.lit(None, dtype=pl.Int64))
-    return events.select(["user", "item", "timestamp",
+    return events.select(["event", "user", "item", "timestamp",
                           *[c for c in ORDINARY if c != "session_position"]])
 
 
 def with_features(table: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
-    """Scored impressions (user, item, timestamp, session, grade, score) joined with their
-    ordinary features, sorted by user, session and time (CatBoost needs groups contiguous)."""
-    out = table.with_row_index("row").join(events, on=["user", "item", "timestamp"],
-                                           how="left")
-    if len(out) != len(table):
-        raise DataError("impressions matched several events with the same user, item and time",
-                        fix="prepare the log with --on-duplicate drop")
+    """Scored impressions (event, user, item, timestamp, session, grade, score) joined with
+    their ordinary features, sorted by user, session and time (CatBoost needs groups contiguous)."""
+    out = table.with_row_index("row").join(events.drop(["user", "item", "timestamp"]),
+                                           on="event", how="left")
     out = out.sort(["user", "session", "timestamp"]).with_columns(
         session_position=pl.int_range(pl.len()).over(["user", "session"]))
     return out

@@ -344,7 +344,7 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     import itertools
 
     from argusrec.parallel import (all_reduce, barrier, full_state, init_world, load_full_state,
-                                   parallelize, rank_device, unwrap)
+                                   parallelize, rank_device)
 
     cfg = cfg or TrainConfig()
     out = Path(out)
