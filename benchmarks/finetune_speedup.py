@@ -113,9 +113,18 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
 
     def reference_train():
-        score = reference_scores(model, prefixes, fields, args.ref_batch)
-        loss = pairwise_loss(score, batch.better, batch.worse, batch.weight)
-        loss.backward()
+        # Memory-bounded, as a per-impression pipeline must be: the pairwise loss's gradient
+        # with respect to every score first (no graph), then forward + backward per chunk of
+        # impressions with that gradient.
+        with torch.no_grad():
+            score = reference_scores(model, prefixes, fields, args.ref_batch)
+        score.requires_grad_(True)
+        pairwise_loss(score, batch.better, batch.worse, batch.weight).backward()
+        for lo in range(0, len(prefixes), args.ref_batch):
+            sl = slice(lo, lo + args.ref_batch)
+            part = reference_scores(model, prefixes[sl], {k: v[sl] for k, v in fields.items()},
+                                    args.ref_batch)
+            part.backward(score.grad[sl])
         model.zero_grad(set_to_none=True)
 
     with torch.no_grad():
