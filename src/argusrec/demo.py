@@ -93,8 +93,9 @@ def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, see
     print("== 7/7 serve: the HTTP service on the snapshot, one request ==")
     answer = _one_request(workdir / "snapshots", workdir / "ranker")
     seconds = time.perf_counter() - started
+    path = answer["url"].split("/", 3)[3]  # the demo's own port was a temporary one
     print(f"done in {seconds:.1f}s. Serve it yourself: argus serve {workdir / 'snapshots'} "
-          f"--model {workdir / 'ranker'}; then curl '{answer['url']}'")
+          f"--model {workdir / 'ranker'}; then curl 'http://127.0.0.1:8000/{path}'")
     return {"simulate": sim, "prepare": prep, "pretrain": run, "evaluate": results,
             "train_windows": windows, "finetune": ft, "pairs": pairs, "export": snap,
             "serve": answer, "seconds": seconds}
