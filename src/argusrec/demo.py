@@ -21,7 +21,7 @@ from argusrec.simulate import SimulatorConfig, simulate
 from argusrec.snapshot import export
 from argusrec.train import TrainConfig, pretrain
 
-# A small model that trains in under two minutes on 2 cores.
+# A small model that trains in well under a minute on 2 cores.
 DEMO_TRAIN = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads": 2,
                                          "user_dim": 64, "max_len": 256, "time_buckets": 24},
                   objective={"next_item_loss": "corrected", "num_uniform": 512},
