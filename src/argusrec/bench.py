@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -160,9 +161,7 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
                 if progress:
                     print(f"== {label} {name} ==", flush=True)
                 started = time.perf_counter()
-                if (run_dir / "checkpoints").exists():
-                    import shutil
-
+                if (run_dir / "checkpoints").exists():  # a rerun starts the run afresh
                     shutil.rmtree(run_dir)
                 summary = pretrain(prepared, run_dir, TrainConfig(**fields), progress=progress)
                 seconds = time.perf_counter() - started

@@ -242,9 +242,9 @@ def collate_impressions(samples: list[dict[str, Any]], pairs: PairConfig) -> Imp
     cat = {k: np.concatenate([s[k] for s in samples]) for k in samples[0] if k.startswith("imp_")}
     window = np.repeat(np.arange(len(samples)), counts)
     # a session number is per user; make the pairing group unique per example
-    group = window.astype(np.int64) * (1 << 40) + cat["imp_session"]
-    if pairs.pair_within == "window":
-        group = window.astype(np.int64)
+    group = window.astype(np.int64)
+    if pairs.pair_within == "session":
+        group = group * (1 << 40) + cat["imp_session"]
     better, worse, weight = make_pairs(group, cat["imp_time"], cat["imp_grade"], pairs)
     return ImpressionBatch(
         events=events, window=torch.from_numpy(window), state=torch.from_numpy(cat["imp_state"]),

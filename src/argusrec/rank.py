@@ -157,6 +157,11 @@ def _catboost(cfg: RankConfig, X: np.ndarray, y: np.ndarray, group: np.ndarray):
     return model
 
 
+def _session_groups(frame: pl.DataFrame) -> np.ndarray:
+    """A CatBoost group id per impression: its user's session."""
+    return (frame["user"].to_numpy() << 32) + frame["session"].to_numpy()
+
+
 def _matrix(frame: pl.DataFrame, columns: list[str], extra: list[np.ndarray]) -> np.ndarray:
     X = frame.select(columns).cast(pl.Float64).fill_null(np.nan).to_numpy()
     return np.concatenate([X, *extra], axis=1) if extra else X
@@ -190,7 +195,6 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
         rows = joined["row"].to_numpy()
         frames[split], vectors[split] = joined, (users[rows], items[rows])
     train, test = frames[cfg.train_split], frames[cfg.eval_split]
-    group_of = lambda f: (f["user"].to_numpy() << 32) + f["session"].to_numpy()  # noqa: E731
     order, better, worse, weight = impression_pairs(test, ft.pairs)
     summary = RankSummary(train_impressions=len(train), eval_impressions=len(test),
                           eval_pairs=len(better))
@@ -211,7 +215,7 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
         extra_train = list(vectors[cfg.train_split]) if with_vectors else []
         extra_test = list(vectors[cfg.eval_split]) if with_vectors else []
         ranker = _catboost(cfg, _matrix(train, columns, extra_train),
-                           train["grade"].to_numpy(), group_of(train))
+                           train["grade"].to_numpy(), _session_groups(train))
         results[name] = report(name, ranker.predict(_matrix(test, columns, extra_test)))
     if oracle is not None:
         report("oracle (true affinity, the ceiling)", oracle_scores(test, data, oracle))
