@@ -12,8 +12,8 @@ import pytest
 
 from argusrec.errors import DataError
 from argusrec.sequences import GAP, PreparedData
-from argusrec.snapshot import (DAY, Snapshot, export, item_vectors, latest_label,
-                               user_vector_reference, verify, write_snapshot)
+from argusrec.export import export, item_vectors, user_vector_reference
+from argusrec.snapshot import DAY, Snapshot, latest_label, verify, write_snapshot
 from argusrec.train import TrainConfig, load_model, pretrain
 
 
@@ -237,7 +237,7 @@ def test_batched_encoding_matches_one_at_a_time(sim_data):
     import torch
 
     from argusrec.loader import collate
-    from argusrec.snapshot import ServingContext, encode_histories, history_sample
+    from argusrec.export import ServingContext, encode_histories, history_sample
     from argusrec.train import build_model
 
     data = PreparedData(sim_data)

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from argusrec.sequences import GAP
 from argusrec.serve import create_app
-from argusrec.snapshot import Snapshot, export, write_snapshot
+from argusrec.export import export
+from argusrec.snapshot import Snapshot, write_snapshot
 from argusrec.train import TrainConfig, load_model, pretrain
 
 

@@ -49,7 +49,7 @@ def export(
     and then OUT/latest is switched to it atomically, so a running `argus serve` never sees a
     half-written one.
     """
-    from argusrec.snapshot import export as run_export
+    from argusrec.export import export as run_export
 
     summary = run_export(run, out, as_of=as_of, lag=lag, data=data, which=which, label=label,
                          backend=backend, redis_url=redis_url, hnsw_m=hnsw_m,

@@ -18,7 +18,7 @@ from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run_fi
 from argusrec.loader import SequenceDataset
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.simulate import SimulatorConfig, simulate
-from argusrec.snapshot import export
+from argusrec.export import export
 from argusrec.train import TrainConfig, pretrain
 
 # A small model that trains in well under a minute on 2 cores.

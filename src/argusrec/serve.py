@@ -34,8 +34,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.errors import DataError
-from argusrec.snapshot import (ServingContext, Snapshot, encode_histories, history_sample,
-                               latest_label)
+from argusrec.export import ServingContext, encode_histories, history_sample
+from argusrec.snapshot import Snapshot, latest_label
 
 log = logging.getLogger("argusrec.serve")
 MAX_K = 1000

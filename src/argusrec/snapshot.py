@@ -1,11 +1,8 @@
-"""Daily offline deployment: a model's vectors exported into a dated snapshot, and read back.
+"""Snapshots: the dated directory a daily export writes and a service reads, swaps and verifies.
 
-DESIGN.md, "Deployment": a daily job turns a checkpoint and the event log into a snapshot that a
-service loads and later swaps for a newer one. Candidate generation is ANN top-N by the user
-vector over the item vectors; the ranking score is their dot product. The user vector stored for
-user u is the one the fine-tuned model scores with (argusrec.finetune): the state after u's last
-event at or before the data cut-off ``as_of - lag``, read by the user head with the context of a
-recommendation shown at ``as_of``.
+DESIGN.md, "Deployment": a daily job (argusrec.export) turns a checkpoint and the event log into a
+snapshot that a service loads and later swaps for a newer one. Candidate generation is ANN top-N
+by the user vector over the item vectors; the ranking score is their dot product.
 
 Layout of ``OUT_ROOT/<label>/`` (written to a temporary directory and renamed; ``OUT_ROOT/latest``
 names the newest label and is replaced atomically):
@@ -23,9 +20,6 @@ names the newest label and is replaced atomically):
 With ``backend="redis"`` the two user databases live in Redis under a per-snapshot key prefix
 instead, and the manifest names the server.
 
-:func:`user_vector_reference` encodes one user with the plain accessor of the prepared data and
-no batching; a test holds the batched export to it, and the service's runtime path to both.
-
 Legend: V items, U user/item-vector width, D model width, B users in a batch, L events, C context
 fields, F feedback signals, P popular items.
 """
@@ -40,143 +34,20 @@ import shutil
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from argusrec import __version__
 from argusrec.errors import DataError
-from argusrec.loader import collate
-from argusrec.sequences import GAP, PreparedData
 
 SNAPSHOT_VERSION = 1
 DAY = 86_400
-RECOMMENDATION = "recommendation"  # the is_organic value of recommender traffic
 _EMPTY_ROWS = np.zeros(0, dtype=np.int64)
 
-
-# -- encoding users ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ServingContext:
-    """How a recommendation shown now is described to the user head: context codes (C,) in
-    ``sorted(context_fields)`` order (is_organic = recommendation, other fields unknown) and the
-    event type (listen where the log has it, else the most common type)."""
-
-    context: np.ndarray
-    event_type: int
-
-    @classmethod
-    def of(cls, data: PreparedData) -> "ServingContext":
-        fields = data.meta["fields"]
-        codes = []
-        for name in sorted(data.context_fields):
-            values = fields["context"][name].get("values", [])
-            codes.append(values.index(RECOMMENDATION) + 1
-                         if name == "is_organic" and RECOMMENDATION in values else 0)
-        types = fields["event_types"]
-        if "listen" in types:
-            event_type = types.index("listen") + 1
-        else:
-            counts = sum(np.bincount(np.asarray(s.events["event_type"]),
-                                     minlength=len(types) + 1) for s in data.shards)
-            event_type = int(np.argmax(counts[1:])) + 1
-        return cls(context=np.asarray(codes, dtype=np.int64), event_type=event_type)
-
-
-def history_sample(events: dict[str, np.ndarray], positions: np.ndarray,
-                   context_names: list[str], feedback_names: list[str]) -> dict[str, np.ndarray]:
-    """A loader sample (see argusrec.loader.collate) of the events at ``positions`` of
-    per-event arrays (a shard's, or a user's from ``PreparedData.user_events``)."""
-    def take(name: str, dtype) -> np.ndarray:
-        return np.asarray(events[name][positions], dtype=dtype)
-
-    n = len(positions)
-    return {
-        "user": np.int64(0),
-        "item": take("item", np.int64),
-        "timestamp": take("timestamp", np.int64),
-        "event_type": take("event_type", np.int64),
-        "context": (np.stack([take(f"ctx_{c}", np.int64) for c in context_names], -1)
-                    if context_names else np.zeros((n, 0), dtype=np.int64)),
-        "feedback": (np.stack([take(f"fb_{f}", np.float32) for f in feedback_names], -1)
-                     if feedback_names else np.zeros((n, 0), dtype=np.float32)),
-        "positive": np.zeros(n, dtype=np.bool_),
-        "target": np.zeros(n, dtype=np.bool_),
-    }
-
-
-@torch.no_grad()
-def encode_histories(model, samples: list[dict[str, np.ndarray]], gaps: np.ndarray,
-                     serving: ServingContext, *, max_tokens: int = 65_536) -> np.ndarray:
-    """(N, U) float32 user vectors of N histories (loader samples, at most ``max_len`` events
-    each) for a recommendation shown ``gaps`` (N,) seconds after each history's last event.
-
-    Histories are sorted by length and batched up to ``max_tokens`` padded events, so padding
-    costs little; right padding under a causal mask leaves the last real state unchanged.
-    """
-    device = next(model.parameters()).device
-    lengths = np.asarray([len(s["item"]) for s in samples])
-    if len(samples) and lengths.min() < 1:
-        raise ValueError("every history needs at least one event")
-    out = np.zeros((len(samples), model.cfg.user_dim), dtype=np.float32)
-    order = np.argsort(lengths, kind="stable")
-    lo = 0
-    while lo < len(order):
-        # the longest history of a batch is its last one (sorted), so the padded size is known
-        hi = lo + 1
-        while hi < len(order) and (hi - lo + 1) * lengths[order[hi]] <= max_tokens:
-            hi += 1
-        chosen = order[lo:hi]
-        # pad_to=2: the time-gap embedding drops a window of a single event (it builds the
-        # first gap from an empty slice); one padding event after it changes no real state
-        batch = collate([samples[i] for i in chosen], pad_to=2).to(device)
-        states = model.event_states(batch)  # (B, L, D)
-        n = torch.as_tensor(lengths[chosen], device=device)
-        last = states[torch.arange(len(chosen), device=device), n - 1]  # (B, D)
-        B = len(chosen)
-        ctx = torch.as_tensor(serving.context, device=device).expand(B, -1)  # (B, C)
-        etype = torch.full((B,), serving.event_type, dtype=torch.int64, device=device)
-        gap = torch.as_tensor(np.maximum(gaps[chosen], 0), dtype=torch.int64, device=device)
-        out[chosen] = model.user_vectors_at(last, ctx, etype, gap).float().cpu().numpy()
-        lo = hi
-    return out
-
-
-@torch.no_grad()
-def user_vector_reference(model, data: PreparedData, user: int, as_of: int,
-                          lag: int) -> np.ndarray | None:
-    """The stored vector of one user (global index), the plain way: every event of the user
-    from the slow accessor, filtered, the last ``max_len`` encoded alone. None without history."""
-    events = data.user_events(user)
-    keep = np.flatnonzero((events["split"] != GAP) & (events["timestamp"] <= as_of - lag))
-    if len(keep) == 0:
-        return None
-    keep = keep[-model.cfg.max_len:]
-    sample = history_sample(events, keep, sorted(data.context_fields), list(data.feedback_fields))
-    n = len(keep)
-    states = model.event_states(collate([sample], pad_to=2))[:, :n]  # (1, L, D); see above
-    serving = ServingContext.of(data)
-    gap = max(0, as_of - int(events["timestamp"][keep[-1]]))
-    user = model.user_vectors_at(states[:, -1], torch.as_tensor(serving.context)[None],
-                                 torch.tensor([serving.event_type]), torch.tensor([gap]))
-    return user[0].float().numpy()
-
-
-@torch.no_grad()
-def item_vectors(model, *, chunk: int = 65_536) -> np.ndarray:
-    """(V, U) float32 item-tower vectors of item indices 1..V (row r = index r + 1)."""
-    V = model.spec.num_items
-    device = next(model.parameters()).device
-    out = np.zeros((V, model.cfg.user_dim), dtype=np.float32)
-    for lo in range(0, V, chunk):
-        ids = torch.arange(lo + 1, min(V, lo + chunk) + 1, device=device)
-        out[lo:lo + len(ids)] = model.item_vectors(ids).float().cpu().numpy()
-    return out
 
 
 # -- user stores ------------------------------------------------------------------------------
@@ -454,180 +325,6 @@ def _write_into(tmp: Path, out_root: Path, label: str, *, item_ids, vectors, use
     switch_latest(out_root, label)
     return final
 
-
-# -- export -----------------------------------------------------------------------------------
-@dataclass
-class ExportSummary:
-    out: str
-    label: str
-    as_of: int
-    lag: int
-    items: int
-    users: int
-    users_without_history: int
-    seconds: float
-    bytes: int
-    stage_seconds: dict
-
-
-def _lag_of(checkpoint: Path) -> int | None:
-    state = checkpoint / "state.pt"
-    if not state.exists():
-        return None
-    saved = torch.load(state, weights_only=False, map_location="cpu").get("finetune")
-    return int(saved["lag"]) if saved and "lag" in saved else None
-
-
-def _last_timestamp(data: PreparedData) -> int:
-    top = data.meta.get("split", {}).get("time_max")
-    if top is not None:
-        return int(top)
-    return max(int(np.max(s.events["timestamp"])) for s in data.shards if len(s.events["timestamp"]))
-
-
-def _user_batches(model, data: PreparedData, cutoff: int, as_of: int, serving: ServingContext,
-                  stats: dict, *, batch_users: int, progress: bool
-                  ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray]]]:
-    """Encode every user with events by the cut-off, shard by shard, in batches."""
-    users = data.users().sort("index")["user"].to_list()
-    context_names, feedback_names = sorted(data.context_fields), list(data.feedback_fields)
-    bar = tqdm(total=data.num_users, desc="users", unit="user", disable=not progress)
-    for shard in data.shards:
-        ts = np.asarray(shard.events["timestamp"])
-        keep = np.flatnonzero((np.asarray(shard.events["split"]) != GAP) & (ts <= cutoff))
-        lo = np.searchsorted(keep, shard.offsets[:-1])  # user j's kept events: keep[lo[j]:hi[j]]
-        hi = np.searchsorted(keep, shard.offsets[1:])
-        items = shard.events["item"]
-        with_history = np.flatnonzero(hi > lo)
-        stats["users_without_history"] += len(shard) - len(with_history)
-        bar.update(len(shard) - len(with_history))
-        for b in range(0, len(with_history), batch_users):
-            chosen = with_history[b:b + batch_users]
-            samples, seen, gaps = [], [], []
-            for j in chosen:
-                mine = keep[lo[j]:hi[j]]
-                samples.append(history_sample(shard.events, mine[-model.cfg.max_len:],
-                                              context_names, feedback_names))
-                seen.append(np.unique(np.asarray(items[mine])) - 1)
-                gaps.append(as_of - int(ts[mine[-1]]))
-            vectors = encode_histories(model, samples, np.asarray(gaps), serving)
-            bar.update(len(chosen))
-            yield [str(users[int(shard.users[j])]) for j in chosen], vectors, seen
-    bar.close()
-
-
-def popularity(data: PreparedData, cutoff: int, *, window: int = 7 * DAY,
-               top: int = 1000) -> np.ndarray:
-    """(P, 2) rows and counts of the most frequent items in the ``window`` seconds before the
-    cut-off (events of any kind except the gap), most popular first; the whole history by the
-    cut-off when the window is empty."""
-    counts = np.zeros(data.num_items + 1, dtype=np.int64)
-    recent = np.zeros_like(counts)
-    for shard in data.shards:
-        ts = np.asarray(shard.events["timestamp"])
-        ok = (np.asarray(shard.events["split"]) != GAP) & (ts <= cutoff)
-        items = np.asarray(shard.events["item"])
-        counts += np.bincount(items[ok], minlength=len(counts))
-        recent += np.bincount(items[ok & (ts > cutoff - window)], minlength=len(counts))
-    use = recent if recent.sum() else counts
-    use[0] = 0
-    order = np.argsort(-use, kind="stable")[:top]
-    order = order[use[order] > 0]
-    return np.stack([order - 1, use[order]], axis=1).astype(np.int64)
-
-
-def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
-           lag: int | None = None, data: str | Path | PreparedData | None = None,
-           which: str = "latest", label: str | None = None, backend: str = "lmdb",
-           redis_url: str | None = None, hnsw_m: int = 32, ef_construction: int = 200,
-           ef_search: int = 512, popular: int = 1000, popularity_window: int = 7 * DAY,
-           batch_users: int = 256, overwrite: bool = False,
-           progress: bool = True) -> ExportSummary:
-    """Export a model's item and user vectors into ``out_root/<label>/`` and point
-    ``out_root/latest`` at it.
-
-    Args:
-        run: a run directory of `argus pretrain` / `argus finetune`, or a checkpoint.
-        out_root: the snapshots directory (created).
-        as_of: the time (seconds) the snapshot serves from; user states include events up to
-            ``as_of - lag``. Default: the data's last timestamp + 1.
-        lag: seconds; default the fine-tuning lag saved in the checkpoint, else one day.
-        data: the prepared dataset (default: the one the model was trained on).
-        label: the snapshot's directory name; default the UTC date of ``as_of``.
-        backend: where user vectors go: lmdb (inside the snapshot) or redis (``redis_url``).
-        hnsw_m, ef_construction, ef_search: HNSW graph degree, build and default search width.
-        popular: how many items the popularity fallback keeps; popularity_window: seconds.
-        batch_users: users encoded per batch (before length grouping).
-    """
-    from argusrec.train import find_checkpoint, load_model
-
-    started = time.perf_counter()
-    stages: dict[str, float] = {}
-    checkpoint = find_checkpoint(run, which).resolve()
-    if isinstance(data, (str, Path)):
-        data = PreparedData(data)
-    model, config, data = load_model(checkpoint, data)
-    if lag is None:
-        lag = _lag_of(checkpoint)
-        lag = DAY if lag is None else lag
-    if lag < 0:
-        raise DataError(f"lag must be >= 0 seconds, got {lag}", fix="pass --lag 0 or more")
-    if as_of is None:
-        as_of = _last_timestamp(data) + 1
-    cutoff = as_of - lag
-    label = label or datetime.fromtimestamp(as_of, timezone.utc).strftime("%Y-%m-%d")
-    if model.cfg.variant != "simplified":
-        raise DataError("export needs a simplified-ARGUS model (one token per event)",
-                        path=checkpoint, fix="export a model trained with model.variant: "
-                        "simplified")
-    t = time.perf_counter()
-    vectors = item_vectors(model)
-    stages["item_vectors"] = time.perf_counter() - t
-    items = data.items().sort("index")
-    if items["index"].to_list() != list(range(1, data.num_items + 1)):
-        raise DataError("items.parquet does not list indices 1..V", path=data.path,
-                        fix="prepare the data again")
-    item_ids = items["item"].to_numpy()
-    t = time.perf_counter()
-    top = popularity(data, cutoff, window=popularity_window, top=popular)
-    stages["popularity"] = time.perf_counter() - t
-    serving = ServingContext.of(data)
-    config_text = (checkpoint / "config.json").read_bytes()
-    manifest = {
-        "model": {"checkpoint": str(checkpoint), "step": config.get("step"),
-                  "argusrec_version": config.get("argusrec_version"),
-                  "config_sha256": hashlib.sha256(config_text).hexdigest(),
-                  "max_len": model.cfg.max_len,
-                  "temperature": float(model.temperature.detach())},
-        "data": {"path": str(data.path.resolve()), "as_of": int(as_of), "lag": int(lag),
-                 "cutoff": int(cutoff), "last_timestamp": _last_timestamp(data)},
-        "serving_context": {"context": serving.context.tolist(),
-                            "event_type": serving.event_type},
-        "popularity_window": popularity_window,
-        # filled in while the users are encoded; write_snapshot reads it after the last batch
-        "counts": {"users_without_history": 0},
-    }
-    # LMDB grows up to map_size; size it from the data so a big log never runs out
-    events = int(data.meta["counts"]["events"])
-    map_size = max(1 << 26, 2 * (data.num_users * (model.cfg.user_dim * 4 + 256) + 4 * events))
-    t = time.perf_counter()
-    users = _user_batches(model, data, cutoff, as_of, serving, manifest["counts"],
-                          batch_users=batch_users,
-                          progress=progress)
-    final = write_snapshot(out_root, label, item_ids=item_ids, vectors=vectors, users=users,
-                           popular=top, manifest=manifest, backend=backend,
-                           redis_url=redis_url, lmdb_map_size=map_size, hnsw_m=hnsw_m,
-                           ef_construction=ef_construction, ef_search=ef_search,
-                           overwrite=overwrite, progress=progress)
-    stages["write"] = time.perf_counter() - t
-    written = json.loads((final / "manifest.json").read_text())
-    stages["hnsw"] = written["index"]["build_seconds"]
-    size = sum(v["bytes"] for v in written["files"].values())
-    return ExportSummary(out=str(final), label=label, as_of=int(as_of), lag=int(lag),
-                         items=len(vectors), users=written["counts"]["users"],
-                         users_without_history=written["counts"]["users_without_history"],
-                         seconds=time.perf_counter() - started, bytes=size,
-                         stage_seconds={k: round(v, 2) for k, v in stages.items()})
 
 
 # -- reading ----------------------------------------------------------------------------------
