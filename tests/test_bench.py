@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from argusrec.bench import run_suite, size_class, window_length
 
@@ -30,3 +31,46 @@ def test_defaults_depend_on_size_class_only():
     assert size_class(10**8) == "large"
     assert window_length(np.array([5] * 95 + [500] * 5)) == 32
     assert window_length(np.array([300] * 100)) == 200
+
+
+def _tiny(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = [f"{u} {i}" for u in range(1, 41) for i in rng.integers(1, 60, rng.integers(6, 14))]
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_rerun_reuses_finished_runs_and_retrains_changed_ones(tmp_path):
+    path, out = _tiny(tmp_path), tmp_path / "bench"
+    kw = dict(fmt="sasrec", encoders=("sasrec",), losses=("full",), seeds=(0,), threads=1,
+              progress=False)
+    first = run_suite(path, out, max_steps=3, **kw)
+    record = out / "runs" / "sasrec-full-s0" / "result.json"
+    stamp = record.stat().st_mtime_ns
+    again = run_suite(path, out, max_steps=3, **kw)
+    assert record.stat().st_mtime_ns == stamp  # not trained again
+    assert again["runs"] == first["runs"]
+    changed = run_suite(path, out, max_steps=4, **kw)
+    assert record.stat().st_mtime_ns != stamp and changed["runs"][0]["steps"] == 4
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_serial_results(tmp_path):
+    path = _tiny(tmp_path)
+    kw = dict(fmt="sasrec", encoders=("sasrec",), losses=("full",), seeds=(0, 1), max_steps=3,
+              threads=1, progress=False)
+    serial = run_suite(path, tmp_path / "serial", **kw)
+    parallel = run_suite(path, tmp_path / "parallel", jobs=2, **kw)
+    for a, b in zip(serial["runs"], parallel["runs"]):
+        assert (a["seed"], a["HR@10"], a["NDCG@10"]) == (b["seed"], b["HR@10"], b["NDCG@10"])
+
+
+def test_named_datasets_print_the_published_numbers():
+    from argusrec.bench import PUBLISHED, markdown
+
+    result = {"suite": "v1", "dataset": "ml-1m", "protocol": "leave-one-out",
+              "exclude_seen": True, "size_class": "medium", "summary": [],
+              "published": PUBLISHED["ml-1m"]}
+    text = markdown(result)
+    assert "| SASRec+ full CE (Klenitskiy & Vasilev 2023) | 0.3152 | 0.1821 |" in text

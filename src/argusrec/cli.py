@@ -536,11 +536,18 @@ def bench(
     patience: Annotated[int, typer.Option(help="Validations without improvement before a run "
                                           "stops.")] = 4,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    jobs: Annotated[int, typer.Option(
+        help="Runs trained at once, in separate processes (a GPU or many cores); each gets "
+             "--threads or an equal share of the cores.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run the benchmark suite on one dataset: each encoder x loss x seed pretrained with the
     size class's default configuration, early-stopped on validation, scored on test (HR and
-    NDCG at 10 and 20, training time, tokens/s, parameters), mean ± std over seeds."""
+    NDCG at 10 and 20, training time, tokens/s, parameters), mean ± std over seeds.
+
+    Runs finished before with the same configuration are reused: rerun the same command to
+    complete an interrupted suite. For ml-1m and beauty the published numbers are printed
+    beside ours."""
     from argusrec.bench import ENCODERS, LOSSES, markdown, run_suite
 
     enc = [e.strip() for e in encoders.split(",") if e.strip()]
@@ -551,7 +558,7 @@ def bench(
                         fix=f"encoders: {', '.join(ENCODERS)}; losses: {', '.join(LOSSES)}")
     result = run_suite(dataset, out, fmt=format, encoders=enc, losses=los,
                        seeds=tuple(range(seeds)), max_steps=max_steps, patience=patience,
-                       threads=threads, progress=not quiet)
+                       threads=threads, jobs=jobs, progress=not quiet)
     typer.echo(markdown(result))
 
 
