@@ -23,6 +23,10 @@ from pathlib import Path
 from _common import markdown_table, write_json
 
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+# "resident GB": weights, optimizer state and data between steps; "step MB/token": what a
+# step's peak adds on top of that (activations, gradients, loss buffers) per token.
+HEADER = ["preset", "encoder params", "history", "batch", "tokens/s", "step s", "peak GB",
+          "resident GB", "step MB/token", "MFLOP/token", "MFU", "act. ckpt", "compile"]
 
 
 def cpu_peak(threads: int, trials: int = 5) -> float:
@@ -41,6 +45,15 @@ def cpu_peak(threads: int, trials: int = 5) -> float:
             a @ b
         best = max(best, 2 * 2048**3 * n / (time.perf_counter() - started))
     return best
+
+
+def _resident_gb() -> float:
+    """This process's resident memory now (Linux /proc), in GiB."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def child(args) -> dict:
@@ -84,6 +97,9 @@ def child(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up
+    # Between steps only weights, Adam's state and the data are resident: what the peak adds
+    # on top of that is the step's working memory (activations, gradients, loss buffers).
+    resident = _resident_gb() if device.type == "cpu" else None
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -100,11 +116,15 @@ def child(args) -> dict:
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         peak = args.peak
+    if device.type == "cuda":
+        resident = torch.cuda.memory_allocated() / 2**30
     flops = flops_per_token(model.cfg, negatives=min(tokens, 2048) + 1024)
     counts_p = model.parameter_counts()
     return {"preset": preset, "history": length, "batch": cfg.batch_size, "tokens": tokens,
             "step_seconds": seconds, "tokens_per_second": tokens / seconds,
             "peak_memory_gb": peak_mem, "memory_per_token_mb": peak_mem * 1024 / tokens,
+            "resident_between_steps_gb": resident,
+            "step_memory_per_token_mb": (peak_mem - resident) * 1024 / tokens,
             "flops_per_token": flops["total"], "device_peak_flops": peak,
             "mfu": flops["total"] * tokens / seconds / peak,
             "activation_checkpointing": checkpointing, "encoder_parameters":
@@ -123,6 +143,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--checkpoint-from", type=int, default=4096,
                     help="activation checkpointing at this history and longer")
+    ap.add_argument("--tag", default="", help="suffix of the JSON file name")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -146,15 +167,14 @@ def main() -> None:
         results.append(r)
         rows.append([r["preset"], f"{r['encoder_parameters']:,}", r["history"], r["batch"],
                      f"{r['tokens_per_second']:,.0f}", f"{r['step_seconds']:.2f}",
-                     f"{r['peak_memory_gb']:.2f}", f"{r['memory_per_token_mb']:.3f}",
+                     f"{r['peak_memory_gb']:.2f}", f"{r['resident_between_steps_gb']:.2f}",
+                     f"{r['step_memory_per_token_mb']:.3f}",
                      f"{r['flops_per_token'] / 1e6:,.1f}", f"{100 * r['mfu']:.1f}%",
-                     "yes" if r["activation_checkpointing"] else "no"])
-        print(markdown_table(["preset", "encoder params", "history", "batch", "tokens/s",
-                              "step s", "peak GB", "MB/token", "MFLOP/token", "MFU",
-                              "act. ckpt"], rows[-1:]), flush=True)
-    print(markdown_table(["preset", "encoder params", "history", "batch", "tokens/s", "step s",
-                          "peak GB", "MB/token", "MFLOP/token", "MFU", "act. ckpt"], rows))
-    write_json(f"throughput_{args.device}", {"results": results})
+                     "yes" if r["activation_checkpointing"] else "no",
+                     "yes" if args.compile else "no"])
+        print(markdown_table(HEADER, rows[-1:]), flush=True)
+    print(markdown_table(HEADER, rows))
+    write_json(f"throughput_{args.device}{args.tag}", {"results": results})
 
 
 if __name__ == "__main__":
