@@ -149,3 +149,26 @@ def test_hstu_encoder_in_the_model_is_causal_and_counted(sim_data, variant):
     padded = collate([ds[0], ds[1]], pad_to=32)
     L = batch.item.shape[1]
     torch.testing.assert_close(model(padded).user[:, :L], out.user, atol=1e-6, rtol=1e-5)
+
+
+def test_sasrec_item_scaling_and_init(sim_data):
+    """scale_item_input multiplies the encoder's item input by sqrt(D), and only that input:
+    the one-pass states equal the forward pass's, and the tied tower scores unscaled rows."""
+    data = PreparedData(sim_data)
+    cfg = model_config("debug", dropout=0.0, user_head="none", item_tower="tied",
+                       user_dim=32, d_model=32, item_embedding="exact", item_init_std=0.02,
+                       scale_item_input=True, use_content=False)
+    torch.manual_seed(0)
+    model = ArgusModel(cfg, DataSpec.from_prepared(data)).eval()
+    table = model.items.table.weight[1:]
+    assert abs(float(table.std()) - 0.02) < 0.002
+    batch = _batch(sim_data)
+    with torch.no_grad():
+        hidden = model(batch).hidden
+        assert torch.allclose(model.event_states(batch), hidden, atol=1e-6)
+        ids = torch.tensor([1, 2, 3])
+        assert torch.equal(model.item_vectors(ids), model.items.table.weight[ids])
+        plain = ArgusModel(cfg.model_copy(update={"scale_item_input": False}),
+                           DataSpec.from_prepared(data)).eval()
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain(batch).hidden, hidden, atol=1e-4)

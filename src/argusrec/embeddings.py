@@ -62,10 +62,12 @@ class ItemEmbedding(nn.Module):
         kind: "hashed" or "exact".
         num_hashes, table_size: the hashed table's k and rows.
         content: optional (V+1, E) float content vectors, projected to D and added.
+        init_std: std of the table's initial values; 0 = 1/sqrt(D) (1/sqrt(kD) when hashed).
     """
 
     def __init__(self, keys: Tensor, dim: int, *, kind: str = "hashed", num_hashes: int = 3,
-                 table_size: int = 524_288, content: Tensor | None = None) -> None:
+                 table_size: int = 524_288, content: Tensor | None = None,
+                 init_std: float = 0.0) -> None:
         super().__init__()
         if kind not in ("hashed", "exact"):
             raise ValueError(f"item embedding kind must be hashed or exact, not {kind!r}")
@@ -77,10 +79,10 @@ class ItemEmbedding(nn.Module):
             self.register_buffer("rows", hash_rows(keys.long(), num_hashes, table_size),
                                  persistent=False)  # (V+1, k), cheap to recompute
             self.table = nn.Embedding(table_size, dim)
-            nn.init.normal_(self.table.weight, std=1.0 / math.sqrt(num_hashes * dim))
+            nn.init.normal_(self.table.weight, std=init_std or 1.0 / math.sqrt(num_hashes * dim))
         else:
             self.table = nn.Embedding(num_rows, dim, padding_idx=0)
-            nn.init.normal_(self.table.weight, std=1.0 / math.sqrt(dim))
+            nn.init.normal_(self.table.weight, std=init_std or 1.0 / math.sqrt(dim))
             with torch.no_grad():
                 self.table.weight[0].zero_()
         self.register_buffer("keys", keys.long(), persistent=False)

@@ -78,6 +78,11 @@ class ModelConfig(BaseModel):
         "item embedding itself (SASRec; needs user_dim == d_model)")
     feedback_head: bool = Field(True, description="predict feedback signals (FP head)")
     init_temperature: float = Field(1.0, gt=0, description="initial softmax temperature T")
+    item_init_std: float = Field(0.0, ge=0, description="std of the item table's initial "
+                                 "values; 0 = 1/sqrt(D) (1/sqrt(kD) when hashed)")
+    scale_item_input: bool = Field(False, description="multiply item embeddings by sqrt(D) "
+                                   "where they enter the encoder (SASRec's convention); the "
+                                   "tied item tower scores with them unscaled")
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,8 @@ class ArgusModel(nn.Module):
                    spec.content is not None else None)
         self.items = ItemEmbedding(torch.from_numpy(spec.item_keys), D, kind=kind,
                                    num_hashes=cfg.num_hashes, table_size=cfg.hash_table_size,
-                                   content=content)
+                                   content=content, init_std=cfg.item_init_std)
+        self.item_input_scale = math.sqrt(D) if cfg.scale_item_input else 1.0
         self.context = (ContextEmbedding(spec.context_cardinalities, spec.num_event_types, D)
                         if cfg.use_context else None)
         self.feedback = (FeedbackEmbedding(len(spec.feedback_names), D)
@@ -297,7 +303,7 @@ class ArgusModel(nn.Module):
             raise ValueError("per-event user states need the simplified variant (one token per "
                              "event); this model is full ARGUS")
         ctx = self._context(batch)
-        item = self.items(batch.item)
+        item = self.items(batch.item) * self.item_input_scale
         fb = self._feedback(batch, item)
         return self.encoder((ctx + item + fb) * batch.mask.unsqueeze(-1), batch.timestamp,
                             batch.mask)
@@ -318,8 +324,9 @@ class ArgusModel(nn.Module):
         item = self.items(batch.item)  # (B, L, D)
         fb = self._feedback(batch, item)  # (B, L, D)
         keep = batch.mask.unsqueeze(-1)
+        item_in = item * self.item_input_scale if self.item_input_scale != 1.0 else item
         if self.cfg.variant == "simplified":
-            hidden = self.encoder((ctx + item + fb) * keep, batch.timestamp, batch.mask)
+            hidden = self.encoder((ctx + item_in + fb) * keep, batch.timestamp, batch.mask)
             # h_{t-1}: shift right by one event, the learned start state first
             prev = torch.cat([self.start.expand(hidden.shape[0], 1, -1), hidden[:, :-1]], 1)
             user = self._user(prev, ctx)
@@ -328,7 +335,7 @@ class ArgusModel(nn.Module):
         else:
             B, L, D = item.shape
             types = self.token_type.weight  # (3, D)
-            tokens = torch.stack([ctx + types[0], item + types[1], fb + types[2]], dim=2)
+            tokens = torch.stack([ctx + types[0], item_in + types[1], fb + types[2]], dim=2)
             hidden = self.encoder((tokens * keep.unsqueeze(2)).reshape(B, 3 * L, D),
                                   batch.timestamp.repeat_interleave(3, 1),
                                   batch.mask.repeat_interleave(3, 1))
