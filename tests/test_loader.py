@@ -32,6 +32,14 @@ def test_training_chunks_are_non_overlapping_from_the_end(one_user):
     assert sorted(i for w in windows for i in w) == list(range(1, 11))
 
 
+def test_windows_per_user_keeps_the_most_recent(one_user):
+    ds = SequenceDataset(one_user, split="train", max_len=4, windows_per_user=2)
+    assert [ds[i]["item"].tolist() for i in range(len(ds))] == [[7, 8, 9, 10], [3, 4, 5, 6]]
+    assert len(SequenceDataset(one_user, split="train", max_len=4, windows_per_user=1)) == 1
+    with pytest.raises(Exception, match="windows_per_user"):
+        SequenceDataset(one_user, split="train", max_len=4, windows_per_user=0)
+
+
 def test_min_len_and_positives_only(one_user):
     assert len(SequenceDataset(one_user, split="train", max_len=4, min_len=3)) == 2
     pos = SequenceDataset(one_user, split="train", max_len=100, positives_only=True)

@@ -103,20 +103,26 @@ class SequenceDataset(PreparedDataset):
             (non-overlapping chunks).
         min_len: windows shorter than this are skipped (one event has nothing to predict from).
         positives_only: keep only positive events (SASRec-style training data).
+        windows_per_user: keep only each user's most recent windows, at most this many
+            (SASRec trains on the last ``max_len`` events of each user); None keeps all.
     """
 
     def __init__(self, data: str | os.PathLike | PreparedData, *, split: str = "train",
                  max_len: int = 512, stride: int | None = None, min_len: int = 2,
-                 positives_only: bool = False) -> None:
+                 positives_only: bool = False, windows_per_user: int | None = None) -> None:
         if split not in ("train", "val", "test"):
             raise DataError(f"unknown split '{split}'", fix="use train, val or test")
         if max_len < 1 or (stride is not None and not 1 <= stride <= max_len):
             raise DataError(f"need 1 <= stride <= max_len, got max_len={max_len}, "
                             f"stride={stride}", fix="pick a smaller stride")
+        if windows_per_user is not None and windows_per_user < 1:
+            raise DataError(f"windows_per_user must be at least 1, got {windows_per_user}",
+                            fix="use None (or 0 in a TrainConfig) to keep every window")
         self.data = data if isinstance(data, PreparedData) else PreparedData(data)
         self.split, self.code = split, SPLIT_CODES[split]
         self.max_len, self.stride = max_len, stride or max_len
         self.min_len, self.positives_only = min_len, positives_only
+        self.windows_per_user = windows_per_user
         self.context_names = sorted(self.data.context_fields)
         self.feedback_names = list(self.data.feedback_fields)
         self._pid = os.getpid()
@@ -145,11 +151,13 @@ class SequenceDataset(PreparedDataset):
                 continue
             is_target = np.asarray(split[positions]) == self.code
             first_target = int(np.argmax(is_target)) if is_target.any() else n
-            stop = n
-            while stop > first_target and stop >= self.min_len:
+            stop, kept = n, 0
+            while (stop > first_target and stop >= self.min_len
+                   and (self.windows_per_user is None or kept < self.windows_per_user)):
                 start = max(0, stop - self.max_len)
                 if is_target[max(start, stop - self.stride):stop].any():
                     rows.append((s, j, start, stop, max(start, stop - self.stride)))
+                    kept += 1
                 stop -= self.stride
         return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 

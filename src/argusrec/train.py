@@ -68,6 +68,8 @@ class TrainConfig(BaseModel):
     epochs: float = Field(1.0, gt=0, description="passes over the training windows "
                           "(when max_steps is None)")
     positives_only: bool = Field(False, description="train on positive events only (SASRec)")
+    windows_per_user: int = Field(0, ge=0, description="train on each user's most recent "
+                                  "windows only, at most this many; 0 = every window")
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
     group_by_length: bool = Field(True, description="batch windows of similar length together "
                                   "(less padding; order still random per epoch)")
@@ -355,7 +357,8 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     device = rank_device(world, resolve_device(cfg.device))
     model_cfg = cfg.resolved_model()
     dataset = SequenceDataset(data, split="train", max_len=model_cfg.max_len,
-                              positives_only=cfg.positives_only)
+                              positives_only=cfg.positives_only,
+                              windows_per_user=cfg.windows_per_user or None)
     if len(dataset) < cfg.batch_size * world.size:
         raise DataError(f"{len(dataset)} training windows, fewer than one batch of "
                         f"{cfg.batch_size} per rank x {world.size}", path=data.path,
