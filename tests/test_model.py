@@ -172,3 +172,42 @@ def test_sasrec_item_scaling_and_init(sim_data):
                            DataSpec.from_prepared(data)).eval()
         plain.load_state_dict(model.state_dict())
         assert not torch.allclose(plain(batch).hidden, hidden, atol=1e-4)
+
+
+def test_sasrec_block_matches_a_plain_reference():
+    """The SASRec block against SASRec's own formulation, written plainly with
+    nn.MultiheadAttention: Q = LN1(x), K = V = x, residual on LN1(x), then LN2 and a ReLU
+    feed-forward with its residual."""
+    from argusrec.model import SASRecBlock
+
+    torch.manual_seed(0)
+    D, H, S = 16, 2, 9
+    block = SASRecBlock(ModelConfig(d_model=D, n_heads=H, ff_mult=1, dropout=0.3), None).eval()
+    mha = torch.nn.MultiheadAttention(D, H, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([block.q.weight, block.kv.weight]))
+        mha.in_proj_bias.copy_(torch.cat([block.q.bias, block.kv.bias]))
+        mha.out_proj.weight.copy_(block.out.weight)
+        mha.out_proj.bias.copy_(block.out.bias)
+    mha.eval()
+    x = torch.randn(3, S, D)
+    future = torch.triu(torch.ones(S, S, dtype=torch.bool), diagonal=1)
+    with torch.no_grad():
+        q = block.norm1(x)
+        a, _ = mha(q, x, x, attn_mask=future, need_weights=False)
+        y = block.norm2(q + a)
+        lin1, _, _, lin2 = block.ff
+        expected = y + lin2(torch.relu(lin1(y)))
+        torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sasrec_block_in_the_model_is_causal_and_counted(sim_data):
+    data = PreparedData(sim_data)
+    cfg = model_config("debug", block="sasrec", ff_mult=1, dropout=0.0)
+    model = ArgusModel(cfg, DataSpec.from_prepared(data)).eval()
+    assert model.parameter_counts()["encoder"] == encoder_parameter_count(cfg)
+    batch = _batch(sim_data, n=2)
+    changed = collate([_batch_row(batch, 0), _batch_row(batch, 1)])
+    changed.item[:, 12:] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(changed).user[:, :13], model(batch).user[:, :13])

@@ -50,6 +50,11 @@ class ModelConfig(BaseModel):
     n_layers: int = Field(2, ge=1, description="transformer blocks")
     n_heads: int = Field(2, ge=1, description="attention heads (d_model divisible by it)")
     ff_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of d_model")
+    block: Literal["pre_norm", "sasrec"] = Field(
+        "pre_norm", description="transformer block: pre_norm (residual stream, GELU "
+        "feed-forward), or sasrec: SASRec's block as its public PyTorch code writes it "
+        "(queries from the normalised input, keys and values from the raw one, the residual "
+        "added to the normalised input, a ReLU feed-forward with inner dropout)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on embeddings and blocks")
     attention_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on attention weights; > 0 forces the unfused "
@@ -182,6 +187,42 @@ class Block(nn.Module):
         return x + self.drop(self.ff(self.norm2(x)))
 
 
+class SASRecBlock(nn.Module):
+    """SASRec's block (Kang & McAuley 2018, as in its widely used PyTorch port): the
+    attention's queries come from LN1(x) but its keys and values from x itself; the residual
+    is added to LN1(x), and the feed-forward's input and residual are LN2 of that. The stream
+    is thus re-normalised in every block instead of growing along a pre-norm residual path."""
+
+    def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
+        super().__init__()
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
+        self.n_heads, self.attention_dropout, self.rotary = cfg.n_heads, cfg.attention_dropout, rotary
+        D, hidden = cfg.d_model, cfg.ff_mult * cfg.d_model
+        self.norm1 = nn.LayerNorm(D)
+        self.q = nn.Linear(D, D)
+        self.kv = nn.Linear(D, 2 * D)
+        self.out = nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D)
+        self.ff = nn.Sequential(nn.Linear(D, hidden), Dropout(cfg.dropout), nn.ReLU(),
+                                nn.Linear(hidden, D))
+        self.drop = Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, S, D = x.shape
+        H = self.n_heads
+        normed = self.norm1(x)
+        q = self.q(normed).view(B, S, H, D // H).transpose(1, 2)
+        k, v = (t.transpose(1, 2) for t in self.kv(x).view(B, S, 2, H, D // H).unbind(2))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.attention_dropout if self.training
+                                           else 0.0)
+        x = self.norm2(normed + self.out(a.transpose(1, 2).reshape(B, S, D)))
+        return x + self.drop(self.ff(x))
+
+
 class Encoder(nn.Module):
     """The causal transformer: token embeddings (B, S, D) -> hidden states (B, S, D)."""
 
@@ -194,7 +235,8 @@ class Encoder(nn.Module):
         if self.position is not None:
             nn.init.normal_(self.position.weight, std=0.02)
         self.drop = Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, rotary) for _ in range(cfg.n_layers))
+        block = SASRecBlock if cfg.block == "sasrec" else Block
+        self.blocks = nn.ModuleList(block(cfg, rotary) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: Tensor, timestamp: Tensor | None = None,
