@@ -157,6 +157,18 @@ class Rotary(nn.Module):
         return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
+def _causal_attention(q: Tensor, k: Tensor, v: Tensor, rotary: "Rotary | None",
+                      dropout_p: float) -> Tensor:
+    """Causal SDPA over (B, H, S, Dh) heads -> (B, S, H * Dh)."""
+    if rotary is not None:
+        q, k = rotary(q), rotary(k)
+    # Right padding + a causal mask: padded positions come last, so they never reach a real
+    # one, and no explicit padding mask is needed (the fused kernels stay usable).
+    a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    B, H, S, Dh = a.shape
+    return a.transpose(1, 2).reshape(B, S, H * Dh)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: causal SDPA self-attention, then a GELU feed-forward."""
 
@@ -175,15 +187,9 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, S, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, S, 3, self.n_heads, D // self.n_heads).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, S, Dh)
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        # Right padding + a causal mask: padded positions come last, so they never reach a
-        # real one, and no explicit padding mask is needed (the fused kernels stay usable).
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.attention_dropout if self.training
-                                           else 0.0)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, S, D)))
+        a = _causal_attention(*(t.transpose(1, 2) for t in (q, k, v)), self.rotary,
+                              self.attention_dropout if self.training else 0.0)
+        x = x + self.drop(self.out(a))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -214,12 +220,9 @@ class SASRecBlock(nn.Module):
         normed = self.norm1(x)
         q = self.q(normed).view(B, S, H, D // H).transpose(1, 2)
         k, v = (t.transpose(1, 2) for t in self.kv(x).view(B, S, 2, H, D // H).unbind(2))
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.attention_dropout if self.training
-                                           else 0.0)
-        x = self.norm2(normed + self.out(a.transpose(1, 2).reshape(B, S, D)))
+        a = _causal_attention(q, k, v, self.rotary,
+                              self.attention_dropout if self.training else 0.0)
+        x = self.norm2(normed + self.out(a))
         return x + self.drop(self.ff(x))
 
 
