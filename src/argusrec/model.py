@@ -174,8 +174,6 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
         super().__init__()
-        if cfg.d_model % cfg.n_heads:
-            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
         self.n_heads, self.attention_dropout, self.rotary = cfg.n_heads, cfg.attention_dropout, rotary
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
@@ -201,8 +199,6 @@ class SASRecBlock(nn.Module):
 
     def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
         super().__init__()
-        if cfg.d_model % cfg.n_heads:
-            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
         self.n_heads, self.attention_dropout, self.rotary = cfg.n_heads, cfg.attention_dropout, rotary
         D, hidden = cfg.d_model, cfg.ff_mult * cfg.d_model
         self.norm1 = nn.LayerNorm(D)
@@ -231,6 +227,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, max_tokens: int) -> None:
         super().__init__()
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
         rotary = Rotary(cfg.d_model // cfg.n_heads, max_tokens) if cfg.positions == "rotary" \
             else None
         self.position = nn.Embedding(max_tokens, cfg.d_model) if cfg.positions == "learned" \
