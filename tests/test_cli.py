@@ -68,6 +68,7 @@ def test_yaml_config_and_flags_override(tmp_path):
     (["prepare", "LOG", "OUT", "--split", "random"], ["invalid options", "kind"]),
     (["prepare", "LOG", "OUT", "--config", "/no/such.yaml"], ["config file does not exist"]),
     (["info", "OUT"], ["argus prepare"]),
+    (["evaluate", "OUT", "--threads", "0"], ["--threads must be at least 1"]),
 ])
 def test_bad_input_is_one_clear_message(tmp_path, args, words):
     src = write_table(tmp_path / "log.csv", {"user": [1, 1], "item": [1, 2],

@@ -318,6 +318,8 @@ def evaluate(
         "--exclude-seen", help="Filter items the user has already interacted with.")] = False,
     batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 64,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(
+        help="CPU threads for torch (default: torch's own choice).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
                                                      "as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -333,6 +335,13 @@ def evaluate(
         ks = [int(x) for x in k.split(",") if x.strip()]
     except ValueError:
         raise DataError(f"--k '{k}' is not a list of integers", fix="write it like 10,20,100")
+    if threads is not None:
+        if threads < 1:
+            raise DataError(f"--threads must be at least 1, got {threads}",
+                            fix="pass --threads 1 or more, or leave it out")
+        import torch
+
+        torch.set_num_threads(threads)
     results = run(checkpoint, data, split=split, ks=ks, exclude_seen=exclude_seen,
                   batch_size=batch_size, device=device, out_json=json_out, progress=not quiet,
                   which=which)
@@ -541,13 +550,13 @@ def bench(
              "--threads or an equal share of the cores.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Run the benchmark suite on one dataset: each encoder x loss x seed pretrained with the
-    size class's default configuration, early-stopped on validation, scored on test (HR and
-    NDCG at 10 and 20, training time, tokens/s, parameters), mean ± std over seeds.
+    """Run the benchmark suite (encoders x losses x seeds) on one dataset.
 
-    Runs finished before with the same configuration are reused: rerun the same command to
-    complete an interrupted suite. For ml-1m and beauty the published numbers are printed
-    beside ours."""
+    Each run is pretrained with the size class's default configuration, stopped early on
+    validation and scored on test: HR and NDCG at 10 and 20, training time, tokens/s and
+    parameters, mean ± std over seeds. Runs finished before with the same configuration are
+    reused, so rerunning the command completes an interrupted suite. For ml-1m and beauty the
+    published numbers are printed beside ours."""
     from argusrec.bench import ENCODERS, LOSSES, markdown, run_suite
 
     enc = [e.strip() for e in encoders.split(",") if e.strip()]
