@@ -1,7 +1,9 @@
 """`argus export`: the snapshot round trip against a plain per-user reference, the manifest's
-checksums, the atomic `latest` switch, HNSW recall against exact search, and the Redis store."""
+checksums, the atomic `latest` switch, HNSW recall against exact search, the Redis store, pruning
+old snapshots (and their Redis keys) and `--overwrite`."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -13,8 +15,11 @@ import pytest
 from argusrec.errors import DataError
 from argusrec.sequences import GAP, PreparedData
 from argusrec.export import export, item_vectors, user_vector_reference
-from argusrec.snapshot import DAY, Snapshot, latest_label, verify, write_snapshot
-from argusrec.train import TrainConfig, load_model, pretrain
+from argusrec.retention import prune_snapshots
+from argusrec.snapshot import (DAY, Snapshot, latest_label, switch_latest, verify,
+                                write_snapshot)
+from argusrec.checkpoint import load_model
+from argusrec.train import TrainConfig, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,8 @@ def test_manifest_checksums_catch_damage(exported, tmp_path):
     root, summary = exported
     path = root / summary.label
     manifest = json.loads((path / "manifest.json").read_text())
-    assert {"item_vectors.npy", "item_ids.npy", "items.hnsw", "popular.npy",
+    assert {"item_vectors.npy", "vocab/items.parquet", "vocab/fields.json", "items.hnsw",
+            "popular.npy",
             "users.lmdb/data.mdb"} <= set(manifest["files"])
     assert manifest["model"]["step"] == 2 and len(manifest["model"]["config_sha256"]) == 64
     assert manifest["counts"]["items"] == summary.items
@@ -124,6 +130,69 @@ def test_latest_switches_atomically_and_failures_leave_nothing(tmp_path):
         write_snapshot(tmp_path, "day3", users=users, backend="rocks", **_tiny())
     with pytest.raises(DataError, match="redis-url"):
         write_snapshot(tmp_path, "day3", users=users, backend="redis", **_tiny())
+
+
+# -- pruning and --overwrite ------------------------------------------------------------------
+_USERS = [(["a"], np.ones((1, 8), np.float32), [np.array([1], np.int32)])]
+
+
+def _entries(root):
+    return sorted(p.name for p in root.iterdir())
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_prune_keeps_the_newest_by_export_time(tmp_path):
+    # labels in the reverse of their export order: the order of names must not matter
+    for n, label in enumerate(["d", "c", "b", "a"]):
+        write_snapshot(tmp_path, label, users=_USERS, keep=2, **_tiny(seed=n))
+    assert _entries(tmp_path) == ["a", "b", "latest"]
+    assert latest_label(tmp_path) == "a" and verify(tmp_path / "a") == []
+    with pytest.raises(DataError, match="at least 1"):
+        write_snapshot(tmp_path, "e", users=_USERS, keep=0, **_tiny())
+    assert _entries(tmp_path) == ["a", "b", "latest"]  # refused before anything was written
+
+
+def test_prune_never_removes_what_latest_names_nor_what_is_not_a_snapshot(tmp_path):
+    for label in ["old", "mid", "new"]:
+        write_snapshot(tmp_path, label, users=_USERS, keep=None, **_tiny())
+    switch_latest(tmp_path, "old")  # rolled back by hand
+    (tmp_path / "notes").mkdir()  # no manifest.json: not ours
+    (tmp_path / "README").write_text("hands off")
+    assert prune_snapshots(tmp_path, 1) == ["mid"]
+    assert _entries(tmp_path) == ["README", "latest", "new", "notes", "old"]
+    assert Snapshot.latest(tmp_path).label == "old"
+    assert prune_snapshots(tmp_path, None) == []
+
+
+def test_prune_sweeps_the_temporaries_of_dead_processes_only(tmp_path):
+    write_snapshot(tmp_path, "s", users=_USERS, **_tiny())
+    dead, mine = _dead_pid(), os.getpid()
+    for name in [f".s.tmp-{dead}", f".t.old-{dead}", f".s.tmp-{mine}", f".u.old-{mine}"]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "item_vectors.npy").write_bytes(b"partial")
+    (tmp_path / f".latest.tmp-{dead}").write_text("s\n")
+    assert prune_snapshots(tmp_path, None) == []
+    assert _entries(tmp_path) == [f".s.tmp-{mine}", f".u.old-{mine}", "latest", "s"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
+def test_overwrite_replaces_in_place_and_leaves_no_old_dir(tmp_path, monkeypatch, exchange):
+    import argusrec.snapshot as snapshot
+
+    if not exchange:  # the portable path: the old snapshot is renamed aside first
+        monkeypatch.setattr(snapshot, "_exchange", lambda a, b: False)
+    write_snapshot(tmp_path, "day", users=_USERS, **_tiny(seed=0))
+    write_snapshot(tmp_path, "other", users=_USERS, **_tiny(seed=2))
+    write_snapshot(tmp_path, "day", users=_USERS, overwrite=True, **_tiny(seed=1))
+    assert _entries(tmp_path) == ["day", "latest", "other"]  # no .old- or .tmp- left
+    snap = Snapshot.latest(tmp_path, check=True)
+    assert snap.label == "day"
+    np.testing.assert_array_equal(snap.vectors, _tiny(seed=1)["vectors"])
 
 
 def test_hnsw_recall_at_100_against_exact(tmp_path):
@@ -229,6 +298,53 @@ def test_redis_backend_matches_lmdb(run_dir, exported, redis_url, tmp_path):
     assert snap.user_vector("no-such-user") is None
     with pytest.raises(DataError, match="not in Redis"):
         Snapshot.open(result.out, redis_url=redis_url.rsplit("/", 1)[0] + "/1")
+
+
+def _count_keys(url, prefix) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(1 for _ in client.scan_iter(match=prefix + "*"))
+    finally:
+        client.close()
+
+
+def _prefix(snapshot_dir) -> str:
+    return json.loads((snapshot_dir / "manifest.json").read_text())["users"]["prefix"]
+
+
+def test_pruning_a_redis_snapshot_deletes_its_keys(run_dir, redis_url, tmp_path):
+    first = export(run_dir, tmp_path, backend="redis", redis_url=redis_url, label="one",
+                   keep=1, progress=False)
+    prefix = _prefix(tmp_path / "one")
+    assert _count_keys(redis_url, prefix) == 2 * first.users + 1 and first.pruned == []
+    second = export(run_dir, tmp_path, backend="redis", redis_url=redis_url, label="two",
+                    keep=1, progress=False)
+    assert second.pruned == ["one"] and _entries(tmp_path) == ["latest", "two"]
+    assert _count_keys(redis_url, prefix) == 0
+    assert _count_keys(redis_url, _prefix(tmp_path / "two")) == 2 * second.users + 1
+
+
+def test_redis_overwrite_and_an_unreachable_server(redis_url, tmp_path, caplog):
+    write_snapshot(tmp_path, "day", users=_USERS, backend="redis", redis_url=redis_url,
+                   **_tiny())
+    old = _prefix(tmp_path / "day")
+    write_snapshot(tmp_path, "day", users=_USERS, backend="redis", redis_url=redis_url,
+                   overwrite=True, **_tiny(seed=1))
+    new = _prefix(tmp_path / "day")
+    assert _count_keys(redis_url, old) == 0 and _count_keys(redis_url, new) == 3
+    assert _entries(tmp_path) == ["day", "latest"]
+    # a server that is gone: a warning, and the directory stays as the record of its keys
+    write_snapshot(tmp_path, "next", users=_USERS, keep=None, **_tiny())
+    with caplog.at_level("WARNING", logger="argusrec.retention"):
+        gone = f"redis://127.0.0.1:{_free_port()}/0"
+        assert prune_snapshots(tmp_path, 1, redis_url=gone) == []
+    assert "could not delete the Redis keys" in caplog.text
+    assert _entries(tmp_path) == ["day", "latest", "next"]
+    assert _count_keys(redis_url, new) == 3
+    assert prune_snapshots(tmp_path, 1) == ["day"]  # the manifest's server answers
+    assert _count_keys(redis_url, new) == 0 and _entries(tmp_path) == ["latest", "next"]
 
 
 def test_batched_encoding_matches_one_at_a_time(sim_data):

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 
 import numpy as np
+import polars as pl
 import pytest
 
 from argusrec.errors import DataError
@@ -235,3 +236,90 @@ def test_merge_reactions_moves_likes_onto_listens(tmp_path):
     assert ev["fb_dislike"][[0, 1, 3]].tolist() == [0.0, 0.0, 0.0]  # no listen of item 7
     assert ev["positive"].tolist() == [True, False, False, True]  # listen fraction decides
     assert data.meta["counts"]["reactions_merged"] == 1 and s.events == 4
+
+
+# -- in-memory frames and binary ids ----------------------------------------------------------
+
+def written(path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, np.ndarray]]:
+    """users.parquet, items.parquet and every shard array of a prepared directory."""
+    arrays = {str(f.relative_to(path)): np.load(f) for f in sorted(path.rglob("shards/*/*.npy"))}
+    return pl.read_parquet(path / "users.parquet"), pl.read_parquet(path / "items.parquet"), arrays
+
+
+def assert_same_dataset(a, b) -> None:
+    (users_a, items_a, arrays_a), (users_b, items_b, arrays_b) = written(a), written(b)
+    assert users_a.equals(users_b) and items_a.equals(items_b)
+    assert arrays_a.keys() == arrays_b.keys() and len(arrays_a) > 0
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+
+
+@pytest.fixture
+def sku_log() -> pl.DataFrame:
+    rows = random_log(n_events=3000)
+    return pl.DataFrame(rows).with_columns(("sku" + pl.col("item").cast(pl.String)).alias("item"))
+
+
+def test_frame_prepares_like_the_same_parquet(tmp_path, sku_log):
+    sku_log.write_parquet(tmp_path / "log.parquet")
+    cfg = table_config(cutoff=700, val_duration=100)
+    cfg.shard_events = 1_000  # several shards
+    prepare(tmp_path / "log.parquet", tmp_path / "file", cfg, progress=False)
+    # no mapping: the frame's user/item/timestamp/like columns map to themselves
+    bare = PrepareConfig(format="table", on_duplicate="keep", shard_events=1_000,
+                         split=cfg.split)
+    for name, source, config in [("frame", sku_log, cfg), ("bare", sku_log, bare),
+                                 ("auto", sku_log, bare.model_copy(update={"format": "auto"})),
+                                 ("lazy", sku_log.lazy().filter(pl.lit(True)), bare)]:
+        prepare(source, tmp_path / name, config, progress=False)
+        assert_same_dataset(tmp_path / "file", tmp_path / name)
+        meta = json.loads((tmp_path / name / "meta.json").read_text())
+        assert meta["source"]["path"] == "<DataFrame>"
+        assert meta["source"]["files"] == ["<DataFrame>"]
+    assert written(tmp_path / "frame")[1].schema["item"] == pl.String
+    # a path-based table still needs its mapping, now checked by the reader
+    with pytest.raises(DataError, match="needs a column mapping"):
+        prepare(tmp_path / "log.parquet", tmp_path / "x", bare, progress=False)
+
+
+def test_pandas_frame_prepares_like_polars(tmp_path, sku_log):
+    pd = pytest.importorskip("pandas")
+    cfg = PrepareConfig(on_duplicate="keep", split=SplitConfig(cutoff=700))
+    prepare(sku_log, tmp_path / "polars", cfg, progress=False)
+    prepare(pd.DataFrame(sku_log.to_dict(as_series=False)), tmp_path / "pandas", cfg,
+            progress=False)
+    assert_same_dataset(tmp_path / "polars", tmp_path / "pandas")
+
+
+def test_frame_with_bad_column_type(tmp_path, sku_log):
+    bad = sku_log.with_columns(pl.col("like").cast(pl.String).alias("like"))
+    bad = bad.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("yes"))
+                           .otherwise(pl.col("like")).alias("like"))
+    with pytest.raises(DataError) as e:
+        prepare(bad, tmp_path / "data", PrepareConfig(), progress=False)
+    msg = str(e.value)
+    assert "<DataFrame>" in msg and "column 'like'" in msg and "row 5" in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_binary_ids_prepare_end_to_end(tmp_path):
+    rows = {"user": [b"u\x00", b"u\x00", b"v", b"v", b"u\x00"],
+            "item": [b"\xffa", b"b", b"\xffa", b"c", b"c"], "timestamp": [1, 2, 3, 4, 5]}
+    frame = pl.DataFrame(rows, schema={"user": pl.Binary, "item": pl.Binary,
+                                       "timestamp": pl.Int64})
+    frame.write_parquet(tmp_path / "log.parquet")
+    cfg = PrepareConfig(format="table", columns=TABLE_COLUMNS, split=SplitConfig(cutoff=4))
+    s = prepare(tmp_path / "log.parquet", tmp_path / "data", cfg, progress=False)
+    users, items, _ = written(tmp_path / "data")
+    assert users.schema["user"] == pl.Binary and items.schema["item"] == pl.Binary
+    assert users["user"].to_list() == [b"u\x00", b"v"]
+    assert items["item"].to_list() == [b"b", b"c", b"\xffa"]
+    assert (s.users, s.items, s.events, s.split_events["test"]) == (2, 3, 5, 2)
+    data = PreparedData(tmp_path / "data")
+    original = dict(zip(items["index"].to_list(), items["item"].to_list()))
+    assert [original[i] for i in data.user_events(0)["item"].tolist()] == [b"\xffa", b"b", b"c"]
+    prepare(frame, tmp_path / "frame", cfg, progress=False)
+    assert_same_dataset(tmp_path / "data", tmp_path / "frame")
+    # the duplicate check and its message cope with bytes
+    with pytest.raises(DataError, match="duplicate"):
+        prepare(pl.concat([frame, frame.head(1)]), tmp_path / "dup", cfg, progress=False)

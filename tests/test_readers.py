@@ -431,6 +431,78 @@ def test_table_errors(tmp_path: Path) -> None:
         read_events(path, columns={"user": "uid", "item": "iid"})
 
 
+# -- in-memory frames -------------------------------------------------------------------------
+
+FRAME_ROWS = {"user": [1, 1, 2], "item": ["sku1", "sku2", "sku1"], "timestamp": [5, 6, 7],
+              "like": [1, 0, 1]}
+
+
+def test_frame_default_mapping_is_identity() -> None:
+    log = read_events(pl.DataFrame(FRAME_ROWS))
+    df = canonical(log)
+    assert log.format == "table" and log.sources == ("<DataFrame>",)
+    assert log.feedback == ("like",) and log.has_time
+    assert df.rows() == [(1, "sku1", 5, "interaction", 1.0, 0, 1),
+                         (1, "sku2", 6, "interaction", 0.0, 0, 2),
+                         (2, "sku1", 7, "interaction", 1.0, 0, 3)]
+
+
+def test_frame_matches_the_same_table_file(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"u": [1, 2], "i": ["sku1", "sku2"], "ts": [5.0, 6.5],
+                          "device": ["web", "ios"]})
+    frame.write_parquet(tmp_path / "t.parquet")
+    columns = {"user": "u", "item": "i", "timestamp": "ts", "context:device": "device"}
+    from_file = read_events(tmp_path / "t.parquet", columns=columns)
+    for source in (frame, frame.lazy()):
+        log = read_events(source, "table", columns=columns)
+        assert log.context == from_file.context
+        assert canonical(log).equals(canonical(from_file))
+
+
+def test_frame_errors_name_column_and_row() -> None:
+    bad = pl.DataFrame({"user": [1, 2, 3], "item": [4, 5, 6], "timestamp": ["1", "2", "later"]})
+    with pytest.raises(DataError) as err:
+        read_events(bad)
+    msg = str(err.value)
+    assert "<DataFrame>" in msg and "column 'timestamp'" in msg and "row 3" in msg
+    assert "'later'" in msg
+    with pytest.raises(DataError, match="column 'item'.*got dtype List"):
+        read_events(pl.DataFrame({"user": [1], "item": [[1, 2]]}))
+    with pytest.raises(DataError, match="(?s)column 'colour'.*ignore_extra"):
+        read_events(pl.DataFrame({**FRAME_ROWS, "colour": ["r", "g", "b"]}))
+    assert read_events(pl.DataFrame({**FRAME_ROWS, "colour": ["r", "g", "b"]}),
+                       ignore_extra=True).frame.collect().height == 3
+    with pytest.raises(DataError, match="no 'user' column") as err:
+        read_events(pl.DataFrame({"uid": [1], "item": [2]}))
+    assert "uid, item" in str(err.value)
+    with pytest.raises(DataError, match="mapped column.*not in the frame: ts"):
+        read_events(pl.DataFrame(FRAME_ROWS), columns={"user": "user", "item": "item",
+                                                       "timestamp": "ts"}, ignore_extra=True)
+    with pytest.raises(DataError, match="frame has no rows"):
+        read_events(pl.DataFrame(FRAME_ROWS).clear())
+    with pytest.raises(DataError, match="table format, not 'yambda'"):
+        read_events(pl.DataFrame(FRAME_ROWS), "yambda")
+    with pytest.raises(DataError, match="expected a path or a DataFrame, got int"):
+        read_events(3)
+
+
+def test_pandas_frame() -> None:
+    pd = pytest.importorskip("pandas")
+    log = read_events(pd.DataFrame(FRAME_ROWS))
+    assert canonical(log).equals(canonical(read_events(pl.DataFrame(FRAME_ROWS))))
+    with pytest.raises(DataError, match="<DataFrame>, column 'timestamp', row 2"):
+        read_events(pd.DataFrame({"user": [1, 2], "item": [3, 4], "timestamp": ["1", "x"]}))
+
+
+def test_binary_ids_stay_binary(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pl.DataFrame({"u": [b"\x00a", b"\xff"], "i": [b"sku1", b"sku2"], "ts": [1, 2]},
+                 schema={"u": pl.Binary, "i": pl.Binary, "ts": pl.Int64}).write_parquet(path)
+    df = canonical(read_events(path, columns={"user": "u", "item": "i", "timestamp": "ts"}))
+    assert df.schema["user"] == pl.Binary and df.schema["item"] == pl.Binary
+    assert df["user"].to_list() == [b"\x00a", b"\xff"]
+
+
 # -- detection and entry point ----------------------------------------------------------------
 
 def test_auto_detection(tmp_path: Path) -> None:

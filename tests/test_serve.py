@@ -14,7 +14,8 @@ from argusrec.sequences import GAP
 from argusrec.serve import create_app
 from argusrec.export import export
 from argusrec.snapshot import Snapshot, write_snapshot
-from argusrec.train import TrainConfig, load_model, pretrain
+from argusrec.checkpoint import load_model
+from argusrec.train import TrainConfig, pretrain
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from argusrec.objective import PretrainObjective
-from argusrec.train import (TrainConfig, apply_overrides, find_checkpoint, load_model, pretrain,
+from argusrec.checkpoint import find_checkpoint, load_model
+from argusrec.train import (TrainConfig, apply_overrides, pretrain,
                             sasrec_overrides)
 
 
@@ -40,7 +41,8 @@ def test_checkpoint_contents_and_reload(sim_data, tmp_path):
     summary = pretrain(sim_data, tmp_path / "run", tiny(), progress=False)
     ckpt = find_checkpoint(tmp_path / "run")
     assert ckpt.name == "step-00000008"
-    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.json"}
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.json",
+                                               "vocab"}
     config = json.loads((ckpt / "config.json").read_text())
     assert config["model"]["max_len"] == 32 and config["data"]["meta"]["counts"]["items"] > 0
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from argusrec.checkpoint import load_model, need_data
 from argusrec.loader import SequenceDataset, collate
 from argusrec.metrics import FeedbackMetrics, RankingMetrics, format_table
 from argusrec.model import ArgusModel
@@ -111,10 +112,9 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
              batch_size: int = 64, device: str = "cpu", out_json: str | Path | None = None,
              progress: bool = True, which: str = "latest") -> dict[str, float]:
     """Evaluate a checkpoint; print-ready results (and JSON at ``out_json``)."""
-    from argusrec.train import load_model
-
     model, config, prepared = load_model(checkpoint, PreparedData(data) if data else None,
-                                         device, which)
+                                         device=device, which=which)
+    prepared = need_data(prepared, config, "evaluate")
     positives_only = bool(config["train"].get("positives_only"))
     results = evaluate_model(model, prepared, split=split, ks=ks, exclude_seen=exclude_seen,
                              positives_only=positives_only, batch_size=batch_size,

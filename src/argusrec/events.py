@@ -9,8 +9,8 @@ Columns of ``EventLog.frame``:
 
 | column        | dtype            | meaning                                                       |
 |---------------|------------------|---------------------------------------------------------------|
-| user          | Int64 or String  | original user id                                              |
-| item          | Int64 or String  | original item id                                              |
+| user          | Int64, String or Binary | original user id                                       |
+| item          | Int64, String or Binary | original item id                                       |
 | timestamp     | Int64            | seconds (or positions, when ``has_time`` is False); >= 0      |
 | event_type    | String           | listen, like, dislike, unlike, undislike, rating, interaction |
 | <context>     | Boolean / String / Int64, nullable | one column per name in ``context``          |

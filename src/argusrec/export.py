@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -25,10 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from argusrec.checkpoint import Checkpoint
 from argusrec.errors import DataError
 from argusrec.loader import collate
 from argusrec.sequences import GAP, PreparedData
+from argusrec.retention import check_keep, prune_snapshots
 from argusrec.snapshot import DAY, write_snapshot
+from argusrec.vocab import Vocabulary
 
 RECOMMENDATION = "recommendation"  # the is_organic value of recommender traffic
 
@@ -165,14 +168,9 @@ class ExportSummary:
     seconds: float
     bytes: int
     stage_seconds: dict
-
-
-def _lag_of(checkpoint: Path) -> int | None:
-    state = checkpoint / "state.pt"
-    if not state.exists():
-        return None
-    saved = torch.load(state, weights_only=False, map_location="cpu").get("finetune")
-    return int(saved["lag"]) if saved and "lag" in saved else None
+    new_items: int = 0
+    new_users: int = 0
+    pruned: list[str] = field(default_factory=list)
 
 
 def _last_timestamp(data: PreparedData) -> int:
@@ -238,7 +236,7 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
            which: str = "latest", label: str | None = None, backend: str = "lmdb",
            redis_url: str | None = None, hnsw_m: int = 32, ef_construction: int = 200,
            ef_search: int = 512, popular: int = 1000, popularity_window: int = 7 * DAY,
-           batch_users: int = 256, overwrite: bool = False,
+           batch_users: int = 256, overwrite: bool = False, keep: int | None = 3,
            progress: bool = True) -> ExportSummary:
     """Export a model's item and user vectors into ``out_root/<label>/`` and point
     ``out_root/latest`` at it.
@@ -249,26 +247,32 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
         as_of: the time (seconds) the snapshot serves from; user states include events up to
             ``as_of - lag``. Default: the data's last timestamp + 1.
         lag: seconds; default the fine-tuning lag saved in the checkpoint, else one day.
-        data: the prepared dataset (default: the one the model was trained on).
+        data: the prepared dataset (default: the one the model was trained on). A newer one
+            is fine: items and users the model never saw get vectors (argusrec.vocab), and
+            the summary counts them.
         label: the snapshot's directory name; default the UTC date of ``as_of``.
         backend: where user vectors go: lmdb (inside the snapshot) or redis (``redis_url``).
         hnsw_m, ef_construction, ef_search: HNSW graph degree, build and default search width.
         popular: how many items the popularity fallback keeps; popularity_window: seconds.
         batch_users: users encoded per batch (before length grouping).
+        keep: snapshots left in ``out_root`` afterwards, the new one included (None: all);
+            the one ``latest`` names is never removed.
     """
-    from argusrec.train import find_checkpoint, load_model
-
     started = time.perf_counter()
     stages: dict[str, float] = {}
-    checkpoint = find_checkpoint(run, which).resolve()
+    ckpt = Checkpoint.open(run, which)
+    checkpoint, config = ckpt.path, ckpt.config
     if isinstance(data, (str, Path)):
         data = PreparedData(data)
-    model, config, data = load_model(checkpoint, data)
+    data = data or ckpt.training_data()
+    vocab = Vocabulary.of_data(data, users=True)
+    model = ckpt.load_model(replace(vocab, users=None))
+    new = vocab.new_since(ckpt.vocabulary())
     if lag is None:
-        lag = _lag_of(checkpoint)
-        lag = DAY if lag is None else lag
+        lag = int((ckpt.finetune or {}).get("lag", DAY))
     if lag < 0:
         raise DataError(f"lag must be >= 0 seconds, got {lag}", fix="pass --lag 0 or more")
+    check_keep(keep)  # before the work, not after it
     if as_of is None:
         as_of = _last_timestamp(data) + 1
     cutoff = as_of - lag
@@ -280,11 +284,6 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
     t = time.perf_counter()
     vectors = item_vectors(model)
     stages["item_vectors"] = time.perf_counter() - t
-    items = data.items().sort("index")
-    if items["index"].to_list() != list(range(1, data.num_items + 1)):
-        raise DataError("items.parquet does not list indices 1..V", path=data.path,
-                        fix="prepare the data again")
-    item_ids = items["item"].to_numpy()
     t = time.perf_counter()
     top = popularity(data, cutoff, window=popularity_window, top=popular)
     stages["popularity"] = time.perf_counter() - t
@@ -302,7 +301,8 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
                             "event_type": serving.event_type},
         "popularity_window": popularity_window,
         # filled in while the users are encoded; write_snapshot reads it after the last batch
-        "counts": {"users_without_history": 0},
+        "counts": {"users_without_history": 0, "new_items": new["items"],
+                   "new_users": new.get("users", 0)},
     }
     # LMDB grows up to map_size; size it from the data so a big log never runs out
     events = int(data.meta["counts"]["events"])
@@ -311,11 +311,15 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
     users = _user_batches(model, data, cutoff, as_of, serving, manifest["counts"],
                           batch_users=batch_users,
                           progress=progress)
-    final = write_snapshot(out_root, label, item_ids=item_ids, vectors=vectors, users=users,
+    shipped = replace(vocab, users=None, content=vocab.content if model.cfg.use_content
+                      else None)  # what the runtime path needs to rebuild the model
+    final = write_snapshot(out_root, label, item_ids=None, vocabulary=shipped,
+                           vectors=vectors, users=users,
                            popular=top, manifest=manifest, backend=backend,
                            redis_url=redis_url, lmdb_map_size=map_size, hnsw_m=hnsw_m,
                            ef_construction=ef_construction, ef_search=ef_search,
-                           overwrite=overwrite, progress=progress)
+                           overwrite=overwrite, keep=None, progress=progress)
+    pruned = prune_snapshots(out_root, keep)  # here rather than in write_snapshot: reported
     stages["write"] = time.perf_counter() - t
     written = json.loads((final / "manifest.json").read_text())
     stages["hnsw"] = written["index"]["build_seconds"]
@@ -324,4 +328,6 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
                          items=len(vectors), users=written["counts"]["users"],
                          users_without_history=written["counts"]["users_without_history"],
                          seconds=time.perf_counter() - started, bytes=size,
-                         stage_seconds={k: round(v, 2) for k, v in stages.items()})
+                         stage_seconds={k: round(v, 2) for k, v in stages.items()},
+                         new_items=new["items"], new_users=new.get("users", 0),
+                         pruned=pruned)

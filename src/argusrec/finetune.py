@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from argusrec.checkpoint import load_model, need_data, save_checkpoint
 from argusrec.errors import DataError
 from argusrec.impressions import PairConfig, grade_events, make_pairs, sessions
 from argusrec.loader import Batch, PreparedDataset, collate, split_history
@@ -363,7 +364,7 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
     from torch.utils.tensorboard import SummaryWriter
 
     from argusrec.train import (BatchOrder, OptimConfig, TrainConfig, _optimizer, build_model,
-                                load_model, lr_factor, resolve_device, save_checkpoint)
+                                lr_factor, resolve_device)
 
     cfg = cfg or FinetuneConfig()
     out = Path(out)
@@ -386,6 +387,10 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
         train_cfg = train_cfg.model_copy(update={"seed": cfg.seed})
         model = build_model(train_cfg, data)
     model = model.to(device).train()
+    if cfg.max_len is not None and cfg.max_len > model.cfg.max_len:
+        raise DataError(f"max_len {cfg.max_len} is longer than the model's window "
+                        f"({model.cfg.max_len} events)", fix=f"pass --max-len "
+                        f"{model.cfg.max_len} or less, or pretrain with a longer window")
     dataset = cfg.dataset(data, "train", model.cfg.max_len)
     if len(dataset) == 0:
         raise DataError("no training impressions with history", path=data.path,
@@ -435,9 +440,12 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
             writer.add_scalar("finetune/loss", value, step)
             writer.add_scalar("finetune/pairs", int(batch.better.numel()), step)
             if step % cfg.checkpoint_every == 0 or step == total:
-                save_checkpoint(out, step=step, model=model, optimizer=optimizer,
-                                scheduler=scheduler, cfg=saved_cfg, data=data, micro=step,
-                                keep=1, extra={"finetune": cfg.model_dump()})
+                save_checkpoint(out, step=step, weights=model.state_dict(), data=data, keep=1,
+                                configs={"train": saved_cfg.model_dump(),
+                                         "model": model.cfg.model_dump(),
+                                         "finetune": cfg.model_dump()},
+                                state={"optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "micro": step})
     finally:
         bar.close()
         writer.close()
@@ -527,12 +535,11 @@ def evaluate_pairs(run: str | Path, *, split: str = "test", which: str = "latest
     settings it was fine-tuned with (or ``cfg``); with ``oracle`` (the simulator's output
     directory) also the ground truth's PairAccuracy, the ceiling."""
     from argusrec.impressions import pair_accuracy
-    from argusrec.train import find_checkpoint, load_model
 
     model, config, data = load_model(run, data, which=which)
+    data = need_data(data, config, "PairAccuracy")
     if cfg is None:
-        state = find_checkpoint(run, which) / "state.pt"
-        saved = torch.load(state, weights_only=False).get("finetune") if state.exists() else None
+        saved = config.get("finetune")
         cfg = FinetuneConfig(**saved) if saved else FinetuneConfig()
     dataset = cfg.dataset(data, split, model.cfg.max_len)
     if dataset.num_impressions == 0:

@@ -34,6 +34,7 @@ from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedd
                                  TimeGapEmbedding, item_keys)
 from argusrec.hstu import HSTUEncoder, hstu_parameter_count
 from argusrec.loader import Batch
+from argusrec.vocab import Vocabulary
 
 
 class ModelConfig(BaseModel):
@@ -105,18 +106,21 @@ class DataSpec:
     @classmethod
     def from_prepared(cls, data) -> "DataSpec":
         """From an opened :class:`argusrec.sequences.PreparedData`."""
-        items = data.items()
-        keys = np.zeros(data.num_items + 1, dtype=np.int64)
-        keys[items["index"].to_numpy()] = item_keys(items["item"].to_list())
-        content_path = data.path / "item_embeddings.npy"
-        fields = data.context_fields
-        return cls(num_items=data.num_items, item_keys=keys,
+        return cls.from_vocabulary(Vocabulary.of_data(data))
+
+    @classmethod
+    def from_vocabulary(cls, vocab: Vocabulary) -> "DataSpec":
+        """From a :class:`argusrec.vocab.Vocabulary` (a dataset's, a checkpoint's own, or a
+        snapshot's)."""
+        keys = np.zeros(vocab.num_items + 1, dtype=np.int64)
+        keys[1:] = item_keys(vocab.items.to_list())
+        fields = vocab.context_cardinalities
+        return cls(num_items=vocab.num_items, item_keys=keys,
                    context_cardinalities=[fields[name] for name in sorted(fields)],
-                   num_event_types=len(data.meta["fields"]["event_types"]),
-                   feedback_names=list(data.feedback_fields),
-                   feedback_kinds=list(data.feedback_fields.values()),
-                   content=np.load(content_path, mmap_mode="r") if content_path.exists()
-                   else None)
+                   num_event_types=len(vocab.event_types),
+                   feedback_names=list(vocab.feedback),
+                   feedback_kinds=list(vocab.feedback.values()),
+                   content=vocab.content)
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:

@@ -29,15 +29,17 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from argusrec import __version__
 from argusrec.errors import DataError
 from argusrec.events import EVENT_TYPE, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
 from argusrec.events import feedback_kind
-from argusrec.readers import check_events, duplicate_error, find_duplicates, read_events
-from argusrec.sequences import FORMAT_VERSION, GAP, TEST, TRAIN, VAL, write_shard
+from argusrec.readers import (
+    check_events, duplicate_error, find_duplicates, read_events, source_name,
+)
+from argusrec.sequences import FORMAT_VERSION, GAP, TEST, TRAIN, VAL, PreparedData, write_shard
 
 BUCKET = "_bucket"
 HISTOGRAM_BINS = 1 << 20
@@ -92,12 +94,6 @@ class PrepareConfig(BaseModel):
     shard_events: int = Field(4_000_000, ge=1_000, description="target events per shard; "
                               "bounds memory (about 100 bytes per event while preparing)")
 
-    @model_validator(mode="after")
-    def _table_needs_columns(self) -> "PrepareConfig":
-        if self.format == "table" and not self.columns:
-            raise ValueError("the table format needs a column mapping (columns)")
-        return self
-
 
 @dataclass
 class PrepareSummary:
@@ -114,34 +110,69 @@ class PrepareSummary:
     seconds: float
     boundaries: dict[str, int | None] = field(default_factory=dict)
     reactions_merged: int = 0
+    read_events: int | None = None  # events read from the source (append: the new ones)
+    new_users: int | None = None  # with a base: users and items it did not have
+    new_items: int | None = None
 
     @property
     def events_per_second(self) -> float:
-        return (self.events + self.dropped_events) / max(self.seconds, 1e-9)
+        """Input events read per second."""
+        read = self.read_events if self.read_events is not None else (
+            self.events + self.dropped_events)
+        return read / max(self.seconds, 1e-9)
 
 
 def prepare(
-    source: str | Path,
+    source: str | Path | pl.DataFrame | pl.LazyFrame,
     out: str | Path,
     config: PrepareConfig | None = None,
     *,
+    base: str | Path | PreparedData | None = None,
+    append: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> PrepareSummary:
-    """Prepare an event log at ``source`` into the dataset directory ``out``."""
-    config = config or PrepareConfig()
+    """Prepare an event log into the dataset directory ``out``.
+
+    ``source`` is a path in any format of :data:`argusrec.readers.FORMATS`, or an in-memory
+    polars DataFrame / LazyFrame or pandas DataFrame, read as a "table" (with ``config.columns``,
+    or by its columns already named user, item, timestamp, ...); see
+    :func:`argusrec.readers.read_events`. A path-based table needs ``config.columns``.
+
+    The daily cycle (DESIGN.md, "Deployment"): with ``base`` (an earlier prepared dataset),
+    users, items, event types and context values keep the codes ``base`` gave them and new
+    ones are coded after them, so a model trained on ``base`` keeps meaning the same rows.
+    With ``append`` too, ``source`` holds only the new events, which are merged into
+    ``base``'s shards (argusrec.append); ``base`` is never modified. ``config`` defaults to
+    ``base``'s.
+    """
+    if isinstance(base, (str, Path)):
+        base = PreparedData(base)
+    if append and base is None:
+        raise DataError("--append needs --base, the dataset to append to",
+                        fix="pass --base PREV_DATA")
+    config = config or (PrepareConfig(**base.meta["config"]) if base is not None
+                        else PrepareConfig())
     started = time.perf_counter()
     out = Path(out)
     if out.exists() and not overwrite:
         raise DataError("output directory already exists", path=out,
                         fix="choose a new directory or pass --overwrite")
+    if base is not None and _inside(base.path, out):
+        raise DataError("the output would replace the base dataset", path=out,
+                        fix="write the new dataset to another directory (the base is kept)")
     log = read_events(source, config.format, columns=config.columns,
                       ignore_extra=config.ignore_extra)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        summary = _prepare_into(log, source, tmp, config, progress)
+        if append:
+            from argusrec.append import append_into  # it builds on this module's stages
+
+            summary = append_into(log, source, base, tmp, config, progress)
+        else:
+            summary = _prepare_into(log, source, tmp, config, progress, base)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -150,7 +181,16 @@ def prepare(
         raise
     summary.out = str(out)
     summary.seconds = time.perf_counter() - started
+    if base is not None:
+        summary.new_users = summary.users - base.num_users
+        summary.new_items = summary.items - base.num_items
     return summary
+
+
+def _inside(path: Path, out: Path) -> bool:
+    """Whether ``out`` is ``path`` or a directory above it."""
+    path, out = path.resolve(), out.resolve()
+    return path == out or out in path.parents
 
 
 def _say(progress: bool, text: str) -> None:
@@ -166,129 +206,231 @@ def _polars_error(log: EventLog, error: Exception) -> DataError:
                      fix="check that every row has the format's columns and types")
 
 
-def _prepare_into(log: EventLog, source: str | Path, tmp: Path, config: PrepareConfig,
-                  progress: bool) -> PrepareSummary:
-    # 1. partition by user hash -------------------------------------------------------------
-    try:
-        total = int(log.frame.select(pl.len()).collect().item())
-    except pl.exceptions.PolarsError as e:
-        raise _polars_error(log, e) from None
-    if total == 0:
-        raise DataError("no events", path=log.sources[0], fix="check the input file")
-    n_buckets = max(1, math.ceil(total / config.shard_events))
-    buckets = tmp / "_buckets"
-    _say(progress, f"prepare: {total:,} events from {len(log.sources)} file(s) ({log.format}); "
-         f"partitioning into {n_buckets} shard(s)")
-    try:
-        (log.frame.with_columns((pl.col(USER).hash(seed=17) % n_buckets).alias(BUCKET))
-         .sink_parquet(pl.PartitionBy(buckets, key=BUCKET, include_key=False),
-                       compression="lz4", mkdir=True))
-    except pl.exceptions.PolarsError as e:
-        raise _polars_error(log, e) from None
-    bucket_files = sorted(buckets.rglob("*.parquet"))
+def _prepare_into(log: EventLog, source, tmp: Path, config: PrepareConfig, progress: bool,
+                  base: PreparedData | None = None) -> PrepareSummary:
+    total, buckets = _partition(log, tmp, config, progress)
     scan = pl.scan_parquet(buckets / "**" / "*.parquet")
-
-    # 2. statistics -------------------------------------------------------------------------
     bounds = _split_boundaries(scan, config.split, total)
     kept = scan if bounds.get("test_end") is None else scan.filter(
         pl.col(TIMESTAMP) < bounds["test_end"])
+    vocab = _vocabularies(kept, log)
+    if base is not None:
+        vocab = vocab.keeping(base)
+    if config.merge_reactions and not {"like", "dislike"} & set(log.feedback):
+        raise DataError("--merge-reactions needs like or dislike events", path=log.sources[0],
+                        fix="drop the option: this log has no reactions to merge")
+    encode = _Encoder(log, config, bounds, vocab)
+    stats = _ShardStats(len(vocab.items))
+    for shard_no, path in enumerate(tqdm(sorted(buckets.rglob("*.parquet")),
+                                         desc="prepare: shards", unit="shard",
+                                         disable=not progress)):
+        df = clean_bucket(pl.read_parquet(path), log, config, stats)
+        arrays, user_table = encode(df, shard_no)
+        stats.write(tmp, arrays, user_table)
+        path.unlink()
+    shutil.rmtree(buckets)
+    items = vocab.items.with_columns(
+        pl.Series("train_count", stats.train_count[1:]),
+        pl.Series("train_positive_count", stats.train_positive[1:]))
+    items, embedding_dim = _attach_item_features(log, items, tmp)
+    fields = {"event_types": vocab.event_types, "context": vocab.context,
+              "feedback": {name: feedback_kind(name) for name in log.feedback},
+              "extra": list(log.extra), "item_embedding_dim": embedding_dim}
+    source_meta = {"path": source_name(source), "format": log.format,
+                   "files": list(log.sources), "has_time": log.has_time}
+    if base is not None:
+        source_meta["base"] = str(base.path.resolve())
+    return finish_dataset(tmp, config, stats, vocab.users, items, fields, bounds, total,
+                          source_meta)
+
+
+@dataclass
+class Vocabularies:
+    """The id maps of a dataset being prepared: users (index 0..U-1, user), items (index
+    1..V, item), event type names (code i + 1) and context values per field (code i + 1)."""
+
+    users: pl.DataFrame
+    items: pl.DataFrame
+    event_types: list[str]
+    context: dict[str, list]
+
+    def keeping(self, base: PreparedData) -> "Vocabularies":
+        """These vocabularies with ``base``'s codes kept for everything it has, and the rest
+        coded after them (``argus prepare --base``): a model trained on ``base`` and the
+        snapshots exported from it keep meaning the same rows."""
+        fields = base.meta["fields"]
+        context = {name: list(values) for name, values in self.context.items()}
+        for name, f in fields["context"].items():
+            old = list(f.get("values", []))
+            context[name] = old + [v for v in context.get(name, []) if v not in set(old)]
+        types = list(fields["event_types"])
+        return Vocabularies(
+            users=_extend_ids(base.users().select("index", USER), self.users, USER, base.path,
+                              start=0),
+            items=_extend_ids(base.items().select("index", ITEM), self.items, ITEM, base.path,
+                              start=1),
+            event_types=types + [t for t in self.event_types if t not in set(types)],
+            context=context)
+
+
+def _vocabularies(kept: pl.LazyFrame, log: EventLog) -> Vocabularies:
+    """Sorted unique users, items, event types and context values of the kept events."""
     string_contexts = [c for c in log.context if c != IS_ORGANIC]
     queries = [kept.select(pl.col(USER).unique().sort()),
                kept.select(pl.col(ITEM).unique().sort()),
                kept.select(pl.col(EVENT_TYPE).unique().sort())]
     queries += [kept.select(pl.col(c).drop_nulls().unique().sort()) for c in string_contexts]
     users, items, event_types, *context_values = pl.collect_all(queries)
-    users = users.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32))
-    items = items.with_row_index("index", offset=1).with_columns(pl.col("index").cast(pl.Int32))
-    event_type_names = [v for v in event_types[EVENT_TYPE].to_list() if v is not None]
-    context_vocab = {IS_ORGANIC: ["organic", "recommendation"]} if IS_ORGANIC in log.context else {}
-    context_vocab.update({c: v[c].to_list() for c, v in zip(string_contexts, context_values)})
+    context = {IS_ORGANIC: ["organic", "recommendation"]} if IS_ORGANIC in log.context else {}
+    context.update({c: v[c].to_list() for c, v in zip(string_contexts, context_values)})
+    return Vocabularies(
+        users=users.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32)),
+        items=items.with_row_index("index", offset=1).with_columns(
+            pl.col("index").cast(pl.Int32)),
+        event_types=[v for v in event_types[EVENT_TYPE].to_list() if v is not None],
+        context=context)
 
-    # 3. shards -----------------------------------------------------------------------------
-    n_items = len(items)
-    train_count = np.zeros(n_items + 1, dtype=np.int64)
-    train_positive = np.zeros(n_items + 1, dtype=np.int64)
-    split_events = np.zeros(4, dtype=np.int64)
-    shard_meta, user_tables = [], []
-    duplicates_dropped = reactions_merged = 0
-    if config.merge_reactions and not {"like", "dislike"} & set(log.feedback):
-        raise DataError("--merge-reactions needs like or dislike events", path=log.sources[0],
-                        fix="drop the option: this log has no reactions to merge")
-    encode = _Encoder(log, config, bounds, items, users, event_type_names, context_vocab)
-    for shard_no, path in enumerate(tqdm(bucket_files, desc="prepare: shards", unit="shard",
-                                         disable=not progress)):
-        df = pl.read_parquet(path)
-        check_events(df, log)
-        df = df.sort([USER, TIMESTAMP, SOURCE, ROW])
-        if config.on_duplicate != "keep":
-            before = len(df)
-            df = _handle_duplicates(df, log, config.on_duplicate)
-            duplicates_dropped += before - len(df)
-        if config.merge_reactions:
-            df, merged = merge_reactions(df, log)
-            reactions_merged += merged
-        arrays, user_table = encode(df, shard_no)
+
+def _extend_ids(old: pl.DataFrame, new: pl.DataFrame, column: str, where: Path, *,
+                start: int) -> pl.DataFrame:
+    """``old``'s (index, id) rows, then the ids of ``new`` it lacks with the next indices."""
+    if old[column].dtype != new[column].dtype:
+        try:
+            new = new.with_columns(pl.col(column).cast(old[column].dtype, strict=True))
+        except pl.exceptions.PolarsError:
+            raise DataError(f"the base dataset's {column} ids are {old[column].dtype}, this "
+                            f"log's are {new[column].dtype}", path=where,
+                            fix=f"map the same {column} column as when the base was prepared")
+    old = old.sort("index").with_columns(pl.col("index").cast(pl.Int32))
+    if old["index"].to_list() != list(range(start, start + len(old))):
+        raise DataError(f"the base dataset's {column} indices are not contiguous", path=where,
+                        fix="use a dataset written by `argus prepare` as --base")
+    fresh = new.select(column).join(old.select(column), on=column, how="anti",
+                                    maintain_order="left")
+    fresh = fresh.with_row_index("index", offset=start + len(old)).with_columns(
+        pl.col("index").cast(pl.Int32))
+    return pl.concat([old, fresh.select("index", column)])
+
+
+def _partition(log: EventLog, tmp: Path, config: PrepareConfig, progress: bool,
+               key: pl.Expr | None = None, n_buckets: int | None = None) -> tuple[int, Path]:
+    """Sink the log into ``tmp/_buckets``, one directory per bucket of ``key`` (default a hash
+    of the user id into enough buckets of ``shard_events``); (events, directory)."""
+    try:
+        total = int(log.frame.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError as e:
+        raise _polars_error(log, e) from None
+    if total == 0:
+        raise DataError("no events", path=log.sources[0], fix="check the input file")
+    n_buckets = n_buckets or max(1, math.ceil(total / config.shard_events))
+    buckets = tmp / "_buckets"
+    _say(progress, f"prepare: {total:,} events from {len(log.sources)} file(s) ({log.format}); "
+         f"partitioning into {n_buckets} shard(s)")
+    key = key if key is not None else pl.col(USER).hash(seed=17) % n_buckets
+    try:
+        (log.frame.with_columns(key.alias(BUCKET))
+         .sink_parquet(pl.PartitionBy(buckets, key=BUCKET, include_key=False),
+                       compression="lz4", mkdir=True))
+    except pl.exceptions.PolarsError as e:
+        raise _polars_error(log, e) from None
+    return total, buckets
+
+
+def clean_bucket(df: pl.DataFrame, log: EventLog, config: PrepareConfig,
+                 stats: "_ShardStats") -> pl.DataFrame:
+    """One bucket validated, sorted by (user, time, input order), duplicates handled and
+    reactions merged (counted in ``stats``)."""
+    check_events(df, log)
+    df = df.sort([USER, TIMESTAMP, SOURCE, ROW])
+    if config.on_duplicate != "keep":
+        before = len(df)
+        df = _handle_duplicates(df, log, config.on_duplicate)
+        stats.duplicates_dropped += before - len(df)
+    if config.merge_reactions:
+        df, merged = merge_reactions(df, log)
+        stats.reactions_merged += merged
+    return df
+
+
+class _ShardStats:
+    """Shards written so far, with the counts that the items table and meta.json need."""
+
+    def __init__(self, n_items: int) -> None:
+        self.train_count = np.zeros(n_items + 1, dtype=np.int64)
+        self.train_positive = np.zeros(n_items + 1, dtype=np.int64)
+        self.split_events = np.zeros(4, dtype=np.int64)
+        self.shards: list[dict] = []
+        self.user_tables: list[pl.DataFrame] = []
+        self.duplicates_dropped = self.reactions_merged = 0
+
+    def write(self, tmp: Path, arrays: dict[str, np.ndarray], user_table: pl.DataFrame,
+              number: int | None = None) -> None:
         if len(user_table) == 0:
-            continue
-        directory = f"shards/{len(shard_meta):05d}"
+            return
+        number = len(self.shards) if number is None else number
+        directory = f"shards/{number:05d}"
         write_shard(tmp / directory, arrays)
-        shard_meta.append({"dir": directory, "users": len(user_table),
-                           "events": int(len(arrays["item"]))})
-        user_tables.append(user_table)
+        self.shards.append({"dir": directory, "users": len(user_table),
+                            "events": int(len(arrays["item"]))})
+        self.user_tables.append(user_table.with_columns(
+            pl.lit(len(self.shards) - 1, dtype=pl.Int32).alias("shard")))
         train = arrays["split"] == TRAIN
-        train_count += np.bincount(arrays["item"][train], minlength=n_items + 1)
-        train_positive += np.bincount(arrays["item"][train & arrays["positive"]],
-                                      minlength=n_items + 1)
-        split_events += np.bincount(arrays["split"], minlength=4)[:4]
-        path.unlink()
-    shutil.rmtree(buckets)
+        n = len(self.train_count)
+        self.train_count += np.bincount(arrays["item"][train], minlength=n)
+        self.train_positive += np.bincount(arrays["item"][train & arrays["positive"]],
+                                           minlength=n)
+        self.split_events += np.bincount(arrays["split"], minlength=4)[:4]
 
-    # 4. tables and metadata ------------------------------------------------------------------
-    user_table = pl.concat(user_tables).sort("index")
+
+def finish_dataset(tmp: Path, config: PrepareConfig, stats: _ShardStats, users: pl.DataFrame,
+                   items: pl.DataFrame, fields: dict, bounds: dict, total: int,
+                   source_meta: dict) -> PrepareSummary:
+    """Write users.parquet, items.parquet and meta.json for the shards in ``stats``. Users of
+    ``users`` without events (a base dataset's, absent from this log) keep their rows, with
+    shard and offset -1 and no events."""
+    user_table = pl.concat(stats.user_tables).sort("index")
+    absent = users.join(user_table.select("index"), on="index", how="anti")
+    if len(absent):
+        none = pl.lit(0, dtype=pl.Int32)
+        user_table = pl.concat([user_table, absent.select(
+            pl.col("index").cast(pl.Int32), pl.col(USER).cast(user_table[USER].dtype),
+            pl.lit(-1, dtype=pl.Int32).alias("shard"), pl.lit(-1, dtype=pl.Int32).alias("offset"),
+            *[none.alias(c) for c in ("n_events", "n_train", "n_val", "n_test")])]
+        ).sort("index")
     user_table.write_parquet(tmp / "users.parquet")
-    item_table = items.with_columns(
-        pl.Series("train_count", train_count[1:]),
-        pl.Series("train_positive_count", train_positive[1:]))
-    item_table, embedding_dim = _attach_item_features(log, item_table, tmp)
-    item_table.write_parquet(tmp / "items.parquet")
-
-    stored = int(split_events.sum())
+    items.write_parquet(tmp / "items.parquet")
+    stored = int(stats.split_events.sum())
     split_names = {"train": TRAIN, "val": VAL, "test": TEST, "gap": GAP}
+    split_events = {name: int(stats.split_events[code]) for name, code in split_names.items()}
+    dropped = total - stats.duplicates_dropped - stats.reactions_merged - stored
     summary = PrepareSummary(
-        out=str(tmp), events=stored, users=len(user_table), items=n_items,
-        split_events={name: int(split_events[code]) for name, code in split_names.items()},
-        dropped_events=total - duplicates_dropped - reactions_merged - stored,
-        duplicates_dropped=duplicates_dropped, shards=len(shard_meta), seconds=0.0,
-        reactions_merged=reactions_merged,
-        boundaries=bounds)
+        out=str(tmp), events=stored, users=len(user_table), items=len(items),
+        split_events=split_events, dropped_events=dropped,
+        duplicates_dropped=stats.duplicates_dropped, shards=len(stats.shards), seconds=0.0,
+        reactions_merged=stats.reactions_merged, boundaries=bounds)
+    fields = dict(fields)
+    fields["context"] = {name: {"cardinality": len(values) + 1, "values": values}
+                         for name, values in fields["context"].items()}
     meta = {
         "format_version": FORMAT_VERSION,
         "argusrec_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(Path(source).resolve()), "format": log.format,
-                   "files": list(log.sources), "has_time": log.has_time},
+        "source": source_meta,
         "config": config.model_dump(),
-        "counts": {"events": stored, "users": len(user_table), "items": n_items,
-                   "input_events": total, "dropped_events": summary.dropped_events,
-                   "duplicates_dropped": duplicates_dropped,
-                   "reactions_merged": reactions_merged,
-                   "split_events": summary.split_events,
+        "counts": {"events": stored, "users": len(user_table), "items": len(items),
+                   "input_events": total, "dropped_events": dropped,
+                   "duplicates_dropped": stats.duplicates_dropped,
+                   "reactions_merged": stats.reactions_merged,
+                   "split_events": split_events,
                    "split_users_with_targets": {
                        name: int((user_table[f"n_{name}"] > 0).sum())
                        for name in ("train", "val", "test")}},
         "split": {"kind": config.split.kind, "codes": split_names, **bounds},
-        "fields": {
-            "event_types": event_type_names,
-            "context": {name: {"cardinality": len(values) + 1, "values": values}
-                        for name, values in context_vocab.items()},
-            "feedback": {name: feedback_kind(name) for name in log.feedback},
-            "extra": list(log.extra),
-            "item_embedding_dim": embedding_dim,
-        },
+        "fields": fields,
         "positive_rule": {"min_played_ratio": config.min_played_ratio,
                           "min_rating": config.min_rating,
                           "negative_event_types": list(NEGATIVE_EVENT_TYPES)},
-        "shards": shard_meta,
+        "shards": stats.shards,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return summary
@@ -402,15 +544,15 @@ def _handle_duplicates(df: pl.DataFrame, log: EventLog, policy: str) -> pl.DataF
 class _Encoder:
     """Turns one sorted bucket into shard arrays and its rows of the users table."""
 
-    def __init__(self, log: EventLog, config: PrepareConfig, bounds: dict, items: pl.DataFrame,
-                 users: pl.DataFrame, event_types: list[str], context_vocab: dict[str, list]):
+    def __init__(self, log: EventLog, config: PrepareConfig, bounds: dict,
+                 vocab: Vocabularies) -> None:
         self.log, self.config, self.bounds = log, config, bounds
-        self.items = items.rename({"index": "_item_index"})
-        self.users = users.rename({"index": "_user_index"})
+        self.items = vocab.items.rename({"index": "_item_index"})
+        self.users = vocab.users.rename({"index": "_user_index"})
         self.event_types = pl.DataFrame(
-            {EVENT_TYPE: event_types, "_event_type": np.arange(1, len(event_types) + 1,
-                                                              dtype=np.int16)})
-        self.context_vocab = context_vocab
+            {EVENT_TYPE: vocab.event_types,
+             "_event_type": np.arange(1, len(vocab.event_types) + 1, dtype=np.int16)})
+        self.context_vocab = vocab.context
         self.positive = _positive(log, config)
 
     def _split(self) -> pl.Expr:

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from argusrec.checkpoint import load_model, need_data
 from argusrec.errors import DataError
 from argusrec.finetune import FinetuneConfig, impression_pairs, oracle_scores, score_impressions
 from argusrec.impressions import grade_events, pair_accuracy
@@ -146,9 +147,18 @@ class RankSummary:
         return dict(self.__dict__)
 
 
-def _catboost(cfg: RankConfig, X: np.ndarray, y: np.ndarray, group: np.ndarray):
-    from catboost import CatBoostRanker, Pool
+def _catboost_classes():
+    """CatBoostRanker and Pool, or a DataError naming the extra that installs them."""
+    try:  # deferred: catboost is the optional `rank` extra, needed by this verb only
+        from catboost import CatBoostRanker, Pool
+    except ImportError:
+        raise DataError("the final ranker needs catboost, which is not installed",
+                        fix="pip install 'argusrec[rank]'") from None
+    return CatBoostRanker, Pool
 
+
+def _catboost(cfg: RankConfig, X: np.ndarray, y: np.ndarray, group: np.ndarray):
+    CatBoostRanker, Pool = _catboost_classes()
     model = CatBoostRanker(loss_function=cfg.loss, iterations=cfg.iterations,
                            learning_rate=cfg.learning_rate, depth=cfg.depth,
                            random_seed=cfg.seed, thread_count=cfg.threads or -1, verbose=False,
@@ -172,15 +182,12 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
          out_json: str | Path | None = None, progress: bool = False) -> RankSummary:
     """Train the final ranker with and without the ARGUS features of a fine-tuned model and
     report PairAccuracy on the evaluation period and the relative uplift."""
-    import torch
-
-    from argusrec.train import find_checkpoint, load_model
-
     cfg = cfg or RankConfig()
+    _catboost_classes()  # fail before the scoring, not after it
     started = time.perf_counter()
-    model, _, data = load_model(run, data, which=which)
-    state = find_checkpoint(run, which) / "state.pt"
-    saved = torch.load(state, weights_only=False).get("finetune") if state.exists() else None
+    model, config, data = load_model(run, data, which=which)
+    data = need_data(data, config, "the final ranker")
+    saved = config.get("finetune")
     ft = FinetuneConfig(**saved) if saved else FinetuneConfig()
     events = event_features(data, ft.pairs)
     frames, vectors = {}, {}

@@ -137,6 +137,8 @@ class PreparedData:
     def user_events(self, user: int) -> dict[str, np.ndarray]:
         """All stored events of one user (global index), as arrays; a slow, plain accessor."""
         row = self.users().row(user, named=True)
+        if row["shard"] < 0:  # a user of a base dataset with no events in this one
+            return {name: a[:0].copy() for name, a in self.shards[0].events.items()}
         shard = self.shards[row["shard"]]
         start, stop = int(shard.offsets[row["offset"]]), int(shard.offsets[row["offset"] + 1])
         return {name: np.asarray(a[start:stop]) for name, a in shard.events.items()}

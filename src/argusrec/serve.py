@@ -34,7 +34,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.errors import DataError
-from argusrec.export import ServingContext, encode_histories, history_sample
+from argusrec.runtime import HistoryEncoder
 from argusrec.snapshot import Snapshot, latest_label
 
 log = logging.getLogger("argusrec.serve")
@@ -93,68 +93,13 @@ class HistoryRequest(BaseModel):
                               "(seconds; default: now)")
 
 
-# -- the runtime encoder ----------------------------------------------------------------------
-class RuntimeEncoder:
-    """Encodes a raw history with the model, exactly as the export encodes a stored one."""
-
-    def __init__(self, checkpoint: str | Path) -> None:
-        from argusrec.train import load_model
-
-        self.checkpoint = str(checkpoint)
-        self.model, _, data = load_model(checkpoint)
-        self.serving = ServingContext.of(data)
-        fields = data.meta["fields"]
-        self.event_types = {name: i + 1 for i, name in enumerate(fields["event_types"])}
-        self.context_names = sorted(data.context_fields)
-        self.context_values = {name: {v: i + 1 for i, v in enumerate(
-            fields["context"][name].get("values", []))} for name in self.context_names}
-        self.feedback_names = list(data.feedback_fields)
-
-    def sample(self, history: list[HistoryEvent], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The last ``max_len`` events as a loader sample; ``rows`` are their items' rows."""
-        keep = slice(max(0, len(history) - self.model.cfg.max_len), len(history))
-        events, rows = history[keep], rows[keep]
-        unknown = sorted({e.event_type for e in events if e.event_type is not None
-                          and e.event_type not in self.event_types})
-        if unknown:
-            raise HTTPException(422, f"unknown event types {unknown}; this model knows "
-                                     f"{sorted(self.event_types)}")
-        fields = {f for e in events for f in e.context} - set(self.context_names)
-        if fields:
-            raise HTTPException(422, f"unknown context fields {sorted(fields)}; this model "
-                                     f"knows {self.context_names}")
-        signals = {f for e in events for f in e.feedback} - set(self.feedback_names)
-        if signals:
-            raise HTTPException(422, f"unknown feedback signals {sorted(signals)}; this model "
-                                     f"knows {self.feedback_names}")
-        n = len(events)
-        arrays = {
-            "item": rows + 1,
-            "timestamp": np.asarray([e.timestamp for e in events], dtype=np.int64),
-            "event_type": np.asarray([self.event_types.get(e.event_type,
-                                                           self.serving.event_type)
-                                      for e in events], dtype=np.int64),
-        }
-        for name in self.context_names:
-            arrays[f"ctx_{name}"] = np.asarray(
-                [self.context_values[name].get(e.context.get(name), 0) for e in events])
-        for name in self.feedback_names:
-            arrays[f"fb_{name}"] = np.asarray([e.feedback.get(name, np.nan) for e in events],
-                                              dtype=np.float32)
-        return history_sample(arrays, np.arange(n), self.context_names, self.feedback_names)
-
-    def encode(self, sample: dict[str, np.ndarray], as_of: int) -> np.ndarray:
-        gap = np.asarray([as_of - int(sample["timestamp"][-1])])
-        return encode_histories(self.model, [sample], gap, self.serving)[0]
-
-
 # -- deployment and metrics -------------------------------------------------------------------
 @dataclass(frozen=True)
 class Deployment:
     """What one request works with: swapped as a whole."""
 
     snapshot: Snapshot
-    encoder: RuntimeEncoder | None
+    encoder: HistoryEncoder | None
     loaded_at: float
 
 
@@ -264,15 +209,16 @@ class Service:
         encoder = None
         if self.runtime:
             checkpoint = self.model_run or (snapshot.manifest.get("model") or {}).get("checkpoint")
-            if previous is not None and previous.encoder is not None and checkpoint is not None \
-                    and previous.encoder.checkpoint == str(checkpoint):
-                encoder = previous.encoder
+            old = previous.encoder if previous is not None else None
+            if old is not None and checkpoint is not None and old.serves(checkpoint, snapshot):
+                encoder = old  # same model, same vocabulary: nothing to rebuild
+            elif checkpoint is not None and self.model_run is None and \
+                    not Path(checkpoint).exists():
+                log.warning("no runtime path: the checkpoint %s named in snapshot %s is not "
+                            "there any more (moved?); pass --model RUN", checkpoint, label)
             elif checkpoint is not None:
-                encoder = RuntimeEncoder(checkpoint)
-            if encoder is not None and encoder.model.spec.num_items != snapshot.num_items:
-                raise DataError(f"the model has {encoder.model.spec.num_items} items, the "
-                                f"snapshot {snapshot.num_items}", path=snapshot.path,
-                                fix="serve the model the snapshot was exported from")
+                # built for this snapshot's vocabulary: items new since training get vectors
+                encoder = HistoryEncoder.for_snapshot(checkpoint, snapshot)
         return Deployment(snapshot=snapshot, encoder=encoder, loaded_at=time.time())
 
     def reload(self, *, retry: bool = True) -> bool:
@@ -396,9 +342,12 @@ def create_app(snapshots_root: str | Path, *, model_run: str | Path | None = Non
         if missing:
             raise HTTPException(422, f"unknown item ids in the history {missing[:20]}: not in "
                                      f"snapshot {snap.label}")
-        sample = dep.encoder.sample(request.history, rows)
+        try:
+            sample = dep.encoder.sample([e.model_dump() for e in request.history], rows)
+        except DataError as e:
+            raise HTTPException(422, e.message()) from None
         as_of = request.as_of if request.as_of is not None else max(int(time.time()), times[-1])
-        vector = dep.encoder.encode(sample, as_of)
+        vector = dep.encoder.encode([sample], [as_of])[0]
         top, scores = snap.recommend(vector, request.k,
                                      exclude=np.unique(rows) if request.exclude_seen else None)
         return {"user_id": request.user_id, "snapshot": snap.label, "fallback": None,

@@ -10,7 +10,11 @@ names the newest label and is replaced atomically):
     manifest.json        versions, model checkpoint, cut-off, counts, index settings, sha256 of
                          every other file
     item_vectors.npy     (V, U) float32; row r is item index r + 1 of the prepared data
-    item_ids.npy         (V,) the original item id of each row (int64, or str for string ids)
+    vocab/               the vocabulary of the data it was exported from (argusrec.vocab):
+                         items.parquet maps row r to item index r + 1 and its original id (any
+                         type: int, string, binary); fields.json the context values, event
+                         types and feedback signals; item_embeddings.npy the content vectors
+                         when the model uses them. The runtime path builds its model for it.
     items.hnsw           faiss IndexHNSWFlat whose ids are rows, searched by inner product
                          (see build_hnsw)
     popular.npy          (P, 2) int64: row, event count in the popularity window, most first
@@ -18,7 +22,9 @@ names the newest label and is replaced atomically):
                          "vectors" -> U float32, "seen" -> int32 rows of items seen by the cut-off
 
 With ``backend="redis"`` the two user databases live in Redis under a per-snapshot key prefix
-instead, and the manifest names the server.
+instead, and the manifest names the server. After each export :func:`prune_snapshots` keeps the
+newest few snapshots (and the one ``latest`` names) and deletes the rest, with their Redis keys
+(argusrec.retention).
 
 Legend: V items, U user/item-vector width, D model width, B users in a batch, L events, C context
 fields, F feedback signals, P popular items.
@@ -26,11 +32,13 @@ fields, F feedback signals, P popular items.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import sys
 import threading
 import time
 import weakref
@@ -39,12 +47,15 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import polars as pl
 from tqdm.auto import tqdm
 
 from argusrec import __version__
 from argusrec.errors import DataError
+from argusrec.retention import check_keep, prune_snapshots, remove_snapshot
+from argusrec.vocab import Vocabulary
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the id map and vocabulary in vocab/
 DAY = 86_400
 _EMPTY_ROWS = np.zeros(0, dtype=np.int64)
 
@@ -233,19 +244,24 @@ def switch_latest(out_root: Path, label: str) -> None:
     os.replace(tmp, out_root / "latest")
 
 
-def write_snapshot(out_root: str | Path, label: str, *, item_ids: np.ndarray,
+def write_snapshot(out_root: str | Path, label: str, *, item_ids,
                    vectors: np.ndarray, users: Iterable[tuple[list[str], np.ndarray,
                                                                list[np.ndarray]]],
                    popular: np.ndarray, manifest: dict, backend: str = "lmdb",
                    redis_url: str | None = None, lmdb_map_size: int = 1 << 30,
                    hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 512,
-                   overwrite: bool = False, progress: bool = False) -> Path:
-    """Write ``out_root/<label>/`` from arrays and switch ``latest`` to it.
+                   overwrite: bool = False, keep: int | None = 3,
+                   vocabulary: Vocabulary | None = None,
+                   progress: bool = False) -> Path:
+    """Write ``out_root/<label>/`` from arrays, switch ``latest`` to it, and prune.
 
-    ``item_ids`` (V,) original ids of rows; ``vectors`` (V, U) float32; ``users`` yields
+    ``item_ids`` (V,) original ids of rows (any type), or ``vocabulary`` whose items they
+    are (saved whole, for the runtime path); ``vectors`` (V, U) float32; ``users`` yields
     batches of (user ids as text, (B, U) vectors, B arrays of seen rows); ``popular`` (P, 2)
     rows and counts; ``manifest`` the fields describing where the vectors came from. Files go to
-    a temporary directory that is renamed when complete.
+    a temporary directory that is renamed when complete. ``overwrite`` replaces a snapshot with
+    the same label (see :func:`_publish`); ``keep`` (>= 1, the new one included, None for all)
+    is how many snapshots :func:`prune_snapshots` leaves in ``out_root`` afterwards.
     """
     if backend not in ("lmdb", "redis"):
         raise DataError(f"unknown user store backend {backend!r}", fix="use lmdb or redis")
@@ -254,6 +270,7 @@ def write_snapshot(out_root: str | Path, label: str, *, item_ids: np.ndarray,
                         "redis://HOST:PORT/DB")
     if not label or "/" in label or label.startswith(".") or label == "latest":
         raise DataError(f"bad snapshot label {label!r}", fix="use a plain name like 2026-11-23")
+    check_keep(keep)
     out_root = Path(out_root)
     final = out_root / label
     if final.exists() and not overwrite:
@@ -264,26 +281,30 @@ def write_snapshot(out_root: str | Path, label: str, *, item_ids: np.ndarray,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        return _write_into(tmp, out_root, label, item_ids=item_ids, vectors=vectors, users=users,
-                           popular=popular, manifest=manifest, backend=backend,
-                           redis_url=redis_url, lmdb_map_size=lmdb_map_size, hnsw_m=hnsw_m,
-                           ef_construction=ef_construction, ef_search=ef_search,
-                           progress=progress)
+        if vocabulary is None:
+            vocabulary = Vocabulary(items=pl.Series("item", item_ids), context={},
+                                    event_types=[], feedback={})
+        final = _write_into(tmp, out_root, label, vocabulary=vocabulary, vectors=vectors,
+                            users=users, popular=popular, manifest=manifest, backend=backend,
+                            redis_url=redis_url, lmdb_map_size=lmdb_map_size, hnsw_m=hnsw_m,
+                            ef_construction=ef_construction, ef_search=ef_search,
+                            progress=progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed export leaves nothing behind
         raise
+    prune_snapshots(out_root, keep)
+    return final
 
 
-def _write_into(tmp: Path, out_root: Path, label: str, *, item_ids, vectors, users, popular,
+def _write_into(tmp: Path, out_root: Path, label: str, *, vocabulary, vectors, users, popular,
                 manifest, backend, redis_url, lmdb_map_size, hnsw_m, ef_construction,
                 ef_search, progress) -> Path:
     import faiss
 
-    final = out_root / label
     started = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     np.save(tmp / "item_vectors.npy", vectors)
-    np.save(tmp / "item_ids.npy", np.asarray(item_ids), allow_pickle=False)
+    vocabulary.save(tmp / "vocab")
     np.save(tmp / "popular.npy", np.asarray(popular, dtype=np.int64).reshape(-1, 2))
     index_started = time.perf_counter()
     index, query = build_hnsw(vectors, m=hnsw_m, ef_construction=ef_construction,
@@ -304,7 +325,8 @@ def _write_into(tmp: Path, out_root: Path, label: str, *, item_ids, vectors, use
     store.finish(count)
     manifest = {
         "format_version": SNAPSHOT_VERSION, "argusrec_version": __version__, "label": label,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **manifest,
+        # to the microsecond: prune_snapshots orders snapshots by it, and exports can be quick
+        "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"), **manifest,
         "counts": {**manifest.get("counts", {}), "items": int(len(vectors)), "users": count,
                    "popular": int(len(popular))},
         "dim": int(vectors.shape[1]),
@@ -316,15 +338,55 @@ def _write_into(tmp: Path, out_root: Path, label: str, *, item_ids, vectors, use
     }
     manifest["write_seconds"] = round(time.perf_counter() - started, 2)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    if final.exists():
-        # --overwrite: move the old one aside first so the rename below stays one step
-        old = out_root / f".{label}.old-{os.getpid()}"
+    return _publish(tmp, out_root, label)
+
+
+def _publish(tmp: Path, out_root: Path, label: str) -> Path:
+    """Rename the complete snapshot ``tmp`` to ``out_root/<label>`` and switch ``latest`` to
+    it; a snapshot it replaces (``--overwrite``) is deleted, with its Redis keys, only after that.
+
+    Where the kernel swaps two paths in one step (Linux renameat2 RENAME_EXCHANGE) ``<label>``
+    never stops existing. Elsewhere the old snapshot is renamed aside first, and for the
+    microseconds until the next rename ``<label>`` is missing while ``latest`` may name it: a
+    reader resolving it in that window fails to open it and tries again (the service keeps
+    serving what it has). A crash before the last step leaves the old snapshot as
+    ``.<label>.old-<pid>`` (or ``.tmp-``), which a later :func:`prune_snapshots` removes.
+    """
+    final = out_root / label
+    if not final.exists():
+        tmp.rename(final)
+        switch_latest(out_root, label)
+        return final
+    old = out_root / f".{label}.old-{os.getpid()}"
+    if old.exists() and not remove_snapshot(old):
+        shutil.rmtree(old)  # an earlier overwrite's leftover; the warning named its Redis keys
+    if _exchange(tmp, final):
+        old = tmp  # the swap left the old snapshot under the temporary name
+    else:
         final.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
-    tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except BaseException:
+            old.rename(final)  # put the old one back; the export fails
+            raise
     switch_latest(out_root, label)
+    remove_snapshot(old)  # a warning, and the directory kept, when its Redis keys stay
     return final
 
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically; False (nothing changed) where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    # a file system without RENAME_EXCHANGE answers EINVAL and changes nothing
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -367,7 +429,11 @@ class Snapshot:
         self.path, self.manifest = path, manifest
         self.label: str = manifest["label"]
         self.vectors = np.load(path / "item_vectors.npy")  # (V, U), in memory
-        self.item_ids = np.load(path / "item_ids.npy", allow_pickle=False)
+        self.vocabulary = Vocabulary.load(path / "vocab")
+        ids = self.vocabulary.items
+        # ints as an int64 array (searchsorted lookups); other ids as Python objects
+        self.item_ids = ids.to_numpy() if ids.dtype.is_integer() else np.asarray(
+            ids.to_list() + [None], dtype=object)[:-1]
         self.popular = np.load(path / "popular.npy")
         self.index = faiss.read_index(str(path / "items.hnsw"))
         self.ef_search = int(ef_search or manifest["index"]["ef_search"])

@@ -14,10 +14,7 @@ Checkpoints (STYLE.md principle 11) are directories `checkpoints/step-NNNNNNNN/`
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,17 +24,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from argusrec import __version__
+from argusrec.checkpoint import Checkpoint, find_checkpoint, mark_best, save_checkpoint
 from argusrec.errors import DataError
 from argusrec.loader import SequenceDataset, collate
 from argusrec.model import ArgusModel, DataSpec, ModelConfig, model_config
 from argusrec.objective import ObjectiveConfig, PretrainObjective
 from argusrec.sequences import PreparedData
+from argusrec.vocab import Vocabulary, adapt_state
 
-CHECKPOINT_VERSION = 1
 
 
 class OptimConfig(BaseModel):
@@ -220,81 +217,46 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out: Path, *, step: int, model: ArgusModel, optimizer, scheduler,
-                    cfg: TrainConfig, data: PreparedData, micro: int, keep: int,
-                    extra: dict | None = None, model_state: dict | None = None,
-                    optimizer_state: dict | None = None) -> Path:
-    """Write checkpoints/step-N atomically and point checkpoints/latest at it.
-
-    ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` /
-    ``optimizer.state_dict()`` (a distributed run passes the gathered full states)."""
-    root = out / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    tmp = root / f".step-{step:08d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    weights = model_state if model_state is not None else model.state_dict()
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
-              str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer_state if optimizer_state is not None
-                else optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "step": step, "micro": micro, **(extra or {})},
-               tmp / "state.pt")
-    (tmp / "config.json").write_text(json.dumps({
-        "format_version": CHECKPOINT_VERSION, "argusrec_version": __version__, "step": step,
-        "train": cfg.model_dump(), "model": cfg.resolved_model().model_dump(),
-        "data": {"path": str(data.path.resolve()), "meta": data.meta}}, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    pointer = root / f".latest.tmp-{os.getpid()}"
-    pointer.write_text(final.name + "\n")
-    pointer.replace(root / "latest")
-    best = (root / "best").read_text().split()[0] if (root / "best").exists() else None
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        if old.name != best:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+# Fields `--resume` may change: they do not alter what was trained so far. Everything else
+# comes from the run's saved config.
+RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
+             "keep_checkpoints", "log_every", "threads", "num_workers", "device",
+             "eval_max_users")
 
 
-def mark_best(out: Path, checkpoint: Path, metric: str, value: float) -> None:
-    """Point checkpoints/best at ``checkpoint`` (atomically), recording the metric."""
-    pointer = out / "checkpoints" / f".best.tmp-{os.getpid()}"
-    pointer.write_text(f"{checkpoint.name} {metric} {value:.6f}\n")
-    pointer.replace(out / "checkpoints" / "best")
+def resume_config(out: Path, given: TrainConfig | None) -> TrainConfig:
+    """The config a run was saved with, with the changes of ``given`` that are safe to apply
+    (:data:`RESUMABLE`); any other difference is an error naming the fields."""
+    saved = TrainConfig(**Checkpoint.open(out).config["train"])
+    if given is None:
+        return saved
+    changed = {name for name in TrainConfig.model_fields
+               if getattr(given, name) != getattr(saved, name)}
+    refused = sorted(changed - set(RESUMABLE))
+    if refused:
+        raise DataError(
+            "--resume continues the run as it was saved; these options differ from it: "
+            + ", ".join(f"{n} ({getattr(saved, n)!r} saved, {getattr(given, n)!r} given)"
+                        for n in refused), path=out,
+            fix="leave them out (the saved config is used), or start a new run, e.g. with "
+                "--init-from to begin from this one's weights")
+    return saved.model_copy(update={n: getattr(given, n) for n in changed})
 
 
-def find_checkpoint(path: str | Path, which: str = "latest") -> Path:
-    """A checkpoint directory from itself, a run directory, or a checkpoints directory;
-    ``which`` picks the run's latest or best (by validation) checkpoint."""
-    p = Path(path)
-    for candidate in (p, p / "checkpoints"):
-        if (candidate / "model.safetensors").exists():
-            return candidate
-        if (candidate / which).exists():
-            return candidate / (candidate / which).read_text().split()[0]
-    raise DataError(f"no {which} checkpoint here", path=p,
-                    fix="pass a run directory written by `argus pretrain` or one of its "
-                        "checkpoints/step-N directories")
-
-
-def load_model(path: str | Path, data: PreparedData | None = None,
-               device: str | torch.device = "cpu", which: str = "latest"
-               ) -> tuple[ArgusModel, dict, PreparedData]:
-    """(model, checkpoint config, data) from a checkpoint; data defaults to the one it used."""
-    ckpt = find_checkpoint(path, which)
-    config = json.loads((ckpt / "config.json").read_text())
-    if config.get("format_version") != CHECKPOINT_VERSION:
-        raise DataError(f"checkpoint format {config.get('format_version')} is not "
-                        f"{CHECKPOINT_VERSION}", path=ckpt, fix="retrain with this version")
-    data = data or PreparedData(config["data"]["path"])
-    if data.num_items != config["data"]["meta"]["counts"]["items"]:
-        raise DataError(f"the checkpoint was trained on {config['data']['meta']['counts']['items']}"
-                        f" items, this dataset has {data.num_items}", path=data.path,
-                        fix="evaluate on the dataset the model was trained on")
-    model = ArgusModel(ModelConfig(**config["model"]), DataSpec.from_prepared(data))
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    return model.to(device).eval(), config, data
+def warm_start(model: ArgusModel, run: str | Path, data: PreparedData) -> None:
+    """Load an earlier run's weights into ``model`` (built for ``data``), carried to ``data``'s
+    vocabulary by original id (argusrec.vocab)."""
+    source = Checkpoint.open(run)
+    state = adapt_state(source.weights(), source.vocabulary(), Vocabulary.of_data(data),
+                        model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise DataError("the earlier run's architecture differs from this one: "
+                        + " ".join(first[1:3] or first[:1]), path=source.path,
+                        fix="leave the model options out: --init-from uses the earlier run's "
+                            "architecture unless --config or flags change it") from None
 
 
 def validate(model: ArgusModel, data: PreparedData, cfg: TrainConfig) -> float:
@@ -335,8 +297,8 @@ class _StopFlag:
 
 
 def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = None, *,
-             resume: bool = False, progress: bool = True,
-             stop_after: int | None = None) -> TrainSummary:
+             resume: bool = False, init_from: str | Path | None = None,
+             progress: bool = True, stop_after: int | None = None) -> TrainSummary:
     """Pretrain an ARGUS model on a prepared dataset; checkpoints and logs go to ``out``.
 
     Under torchrun every rank calls this: each takes every world_size-th micro-batch of one
@@ -344,14 +306,21 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     (:mod:`argusrec.parallel`), and rank 0 writes checkpoints and logs. ``stop_after`` ends the
     run after that many optimizer steps as if interrupted (a checkpoint is written), which
     tests use to check that ``resume`` is exact.
+
+    ``resume`` continues the run in ``out`` with the config it was saved with (``cfg`` may
+    change only what :data:`RESUMABLE` lists, e.g. the step budget). ``init_from`` starts
+    from an earlier run's weights instead of random ones, carried to this dataset's
+    vocabulary (new items, context values and signals get rows; argusrec.vocab).
     """
     import itertools
 
     from argusrec.parallel import (all_reduce, barrier, full_state, init_world, load_full_state,
                                    parallelize, rank_device)
 
-    cfg = cfg or TrainConfig()
     out = Path(out)
+    if resume:
+        cfg = resume_config(out, cfg)
+    cfg = cfg or TrainConfig()
     data = PreparedData(data_path)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -370,7 +339,10 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     per_step = cfg.optim.grad_accum * world.size  # micro-batches of the global order per step
     total = cfg.max_steps or max(1, int(cfg.epochs * order.per_epoch / per_step))
 
-    model = build_model(cfg, data).to(device)
+    model = build_model(cfg, data)
+    if init_from is not None and not resume:
+        warm_start(model, init_from, data)
+    model = model.to(device)
     counts = torch.from_numpy(data.item_counts(positives=cfg.objective.nip_targets ==
                                                "positive" or cfg.positives_only)).float()
     objective = PretrainObjective(cfg.objective, model, counts).to(device)
@@ -390,6 +362,9 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                         state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, micro = state["step"], state["micro"]
+        if step >= total:
+            raise DataError(f"the run is already complete: step {step} of {total}", path=out,
+                            fix=f"pass --max-steps above {step} to train it longer")
     elif (out / "checkpoints").exists():
         raise DataError("this run directory already has checkpoints", path=out,
                         fix="pass --resume to continue it, or choose a new directory")
@@ -411,7 +386,7 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     batches = iter(loader)
     if resume and not world.distributed:
         _set_rng_state(state["rng"])
-    writer = (SummaryWriter(str(out / "tensorboard"), purge_step=step if resume else None)
+    writer = (SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if resume else None)
               if world.main else None)
     summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
                            parameters=model.parameter_counts())
@@ -477,11 +452,13 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                     model_state, optim_state = full_state(wrapped, optimizer)  # collective
                     if world.main:
                         path = save_checkpoint(
-                            out, step=step, model=model, optimizer=optimizer,
-                            scheduler=scheduler, cfg=cfg, data=data, micro=micro,
-                            keep=cfg.keep_checkpoints, model_state=model_state,
-                            optimizer_state=optim_state,
-                            extra={"best_value": summary.best_value,
+                            out, step=step, weights=model_state, data=data,
+                            keep=cfg.keep_checkpoints,
+                            configs={"train": cfg.model_dump(),
+                                     "model": cfg.resolved_model().model_dump()},
+                            state={"optimizer": optim_state,
+                                   "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                                   "micro": micro, "best_value": summary.best_value,
                                    "best_step": summary.best_step, "stale": stale,
                                    "world_size": world.size})
                         if improved:

@@ -6,12 +6,15 @@ read time (missing/extra columns, wrong types, empty files) and returns a lazy
 :class:`~argusrec.events.EventLog`. Checks that need the data itself are left to whoever streams
 the frame (``prepare``), with :func:`check_events` and :func:`find_duplicates` to run on each
 collected chunk; the ``_source``/``_row`` columns let their errors name the file and row.
+An in-memory DataFrame or LazyFrame is read like a "table" file (readers.table.read_frame).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -19,6 +22,7 @@ from argusrec.errors import DataError
 from argusrec.events import (
     EVENT_TYPE, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog, check_path,
 )
+from argusrec.readers.table import FRAME, is_frame
 
 FORMATS: dict[str, str] = {
     "yambda": "Yambda Parquet: multi_event or listens/likes/dislikes/unlikes/undislikes, flat or "
@@ -29,8 +33,14 @@ FORMATS: dict[str, str] = {
     "sasrec": "SASRec text, one 'user item' line per event, in time order within each user",
     "s3rec": "S3-Rec/ICLRec text, one 'user item item ...' line per user, in time order",
     "table": "any Parquet/CSV file or directory of them, with a column mapping "
-             "(user, item, [timestamp], [event_type], feedback and context columns)",
+             "(user, item, [timestamp], [event_type], feedback and context columns); or an "
+             "in-memory polars/pandas DataFrame, whose canonically named columns need no mapping",
 }
+
+
+def source_name(source: Any) -> str:
+    """How a source is recorded in metadata: the resolved path, or "<DataFrame>" for a frame."""
+    return FRAME if is_frame(source) else str(Path(source).resolve())
 
 
 def detect_format(path: Path, columns: Mapping[str, str] | None = None) -> str:
@@ -61,14 +71,18 @@ def detect_format(path: Path, columns: Mapping[str, str] | None = None) -> str:
             + ", and for 'table' a column mapping (user=..., item=...)")
 
 
-def read_events(path: str | Path, format: str = "auto", *,
+def read_events(source: str | Path | Any, format: str = "auto", *,
                 columns: Mapping[str, str] | None = None, sep: str | None = None,
                 ignore_extra: bool = False) -> EventLog:
     """Read an event log in any supported format as a lazy canonical :class:`EventLog`.
 
     Args:
-        path: a file or directory (see :data:`FORMATS` for what each format expects).
-        format: a key of :data:`FORMATS`, or "auto" to detect it from the path.
+        source: a file or directory (see :data:`FORMATS` for what each format expects), or an
+            in-memory polars DataFrame / LazyFrame or pandas DataFrame, read as a "table"
+            (:func:`argusrec.readers.table.read_frame`; without ``columns`` its columns named
+            user, item, timestamp, event_type, ... map to themselves).
+        format: a key of :data:`FORMATS`, or "auto" to detect it from the path ("table" for a
+            frame).
         columns: canonical name -> source column, for the "table" format.
         sep: field separator for CSV tables (default ',') and RecBole files (default tab).
         ignore_extra: drop columns the format or mapping does not know instead of failing
@@ -79,11 +93,24 @@ def read_events(path: str | Path, format: str = "auto", *,
     """
     from argusrec.readers import lines, movielens, table, yambda
 
-    p = check_path(path, "event log")
+    frame = is_frame(source)
+    if not frame and not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"expected a path or a DataFrame, got {type(source).__name__}",
+                        fix="pass a file or directory path, or a polars/pandas DataFrame")
+    p = FRAME if frame else check_path(source, "event log")
     if format != "auto" and format not in FORMATS:
         raise DataError(
             f"unknown format '{format}'", path=p,
             fix="use auto or one of: " + "; ".join(f"{k} ({v})" for k, v in FORMATS.items()))
+    if frame:
+        if format not in ("auto", "table"):
+            raise DataError(f"a DataFrame is read with the table format, not '{format}'",
+                            path=p, fix="pass format='table' (or 'auto'), or write the frame "
+                            "to a file in that format and pass its path")
+        if sep is not None:
+            raise DataError("sep only applies to CSV files, not to a DataFrame", path=p,
+                            fix="drop sep")
+        return table.read_frame(source, columns, ignore_extra=ignore_extra)
     if format == "auto":
         format = detect_format(p, columns)
     if columns and format != "table":
@@ -167,4 +194,4 @@ def duplicate_error(duplicates: pl.DataFrame, log: EventLog) -> DataError:
 
 
 __all__ = ["FORMATS", "check_events", "detect_format", "duplicate_error", "find_duplicates",
-           "read_events"]
+           "is_frame", "read_events", "source_name"]

@@ -6,6 +6,12 @@ The mapping is ``canonical name -> source column``; keys are ``user``, ``item``,
 ``event_type``, ``is_organic``, the feedback names of :data:`argusrec.events.FEEDBACK_KINDS`,
 ``track_length``, and ``context:NAME`` / ``feedback:NAME`` for any other signal.
 
+An in-memory frame (polars DataFrame or LazyFrame, or a pandas DataFrame) is read the same way
+by :func:`read_frame`, as one source named :data:`FRAME` whose rows are its 1-based positions.
+Without a mapping, a frame's columns that already carry a canonical name (``user``, ``item``,
+``timestamp``, ``event_type``, ``is_organic``, the feedback names, ``track_length``) map to
+themselves; any other column needs a mapping or ``ignore_extra``, as in a file.
+
 The fixed-schema readers (Yambda, MovieLens, RecBole) reuse the column *kinds* defined here:
 :func:`check_column` rejects a column whose dtype cannot become its canonical dtype, naming the
 first offending value and its row, and :func:`convert` is the matching cast. Only a column whose
@@ -15,8 +21,10 @@ scanned, and only then; everything else is decided from the schema, so reading s
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -27,11 +35,11 @@ from argusrec.events import (
 )
 
 # What each kind of column accepts, in words for error messages. The canonical dtypes are
-# Int64 for integer/timestamp, Int64 or String for id, Float32 for number, Boolean for boolean,
-# String for text, and Boolean/Int64/String (whichever fits) for context.
+# Int64 for integer/timestamp, Int64, String or Binary for id, Float32 for number, Boolean for
+# boolean, String for text, and Boolean/Int64/String (whichever fits) for context.
 KINDS: dict[str, str] = {
     "integer": "an integer",
-    "id": "an integer or a text id",
+    "id": "an integer, a text or a binary id",
     "timestamp": "an integer or float number of seconds (or a date/datetime)",
     "number": "a number",
     "boolean": "a boolean or 0/1 integer",
@@ -45,6 +53,9 @@ TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
 # fails inside polars at collect time instead of here.
 CSV_INFER_ROWS = 10_000
 
+# The source name of an in-memory frame, in EventLog.sources and in error messages.
+FRAME = "<DataFrame>"
+
 
 def is_text(dtype: pl.DataType) -> bool:
     return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
@@ -54,7 +65,7 @@ def _plan(dtype: pl.DataType, kind: str) -> str:
     """'ok' (decided by the dtype), 'scan' (the values decide) or 'bad' for a column."""
     integer, floating = dtype.is_integer(), dtype.is_float()
     if kind in ("integer", "id"):
-        if integer or (kind == "id" and is_text(dtype)):
+        if integer or (kind == "id" and (is_text(dtype) or dtype == pl.Binary)):
             return "ok"
         return "scan" if floating or dtype == pl.String else "bad"
     if kind == "timestamp":
@@ -117,6 +128,8 @@ def convert(column: str, dtype: pl.DataType, kind: str) -> pl.Expr:
     if kind in ("integer", "id"):
         if kind == "id" and is_text(dtype):
             return col.cast(pl.String)
+        if kind == "id" and dtype == pl.Binary:
+            return col  # raw bytes stay bytes: decoding could merge or reject ids
         return col.cast(pl.Int64, strict=False) if dtype == pl.String else col.cast(pl.Int64)
     if kind == "timestamp":
         if dtype in (pl.Date, pl.Datetime):
@@ -140,6 +153,9 @@ def convert(column: str, dtype: pl.DataType, kind: str) -> pl.Expr:
 
 
 def no_events(path: str | Path) -> DataError:
+    if str(path) == FRAME:
+        return DataError("no events (the frame has no rows)", path=path,
+                         fix="pass a frame with at least one event")
     return DataError("no events (the file is empty or has only a header)", path=path,
                      fix="point at a file with at least one event")
 
@@ -238,57 +254,133 @@ def read_table(path: str | Path, columns: Mapping[str, str], *, sep: str | None 
     """
     path = Path(path)
     roles = _roles(columns)
-    source_of = {name: columns[key] for key, name in zip(columns, roles)}
-    context = tuple(n for n, (r, _) in roles.items() if r == "context")
-    feedback = tuple(n for n, (r, _) in roles.items() if r == "feedback")
-    extra = tuple(n for n, (r, _) in roles.items() if r == "extra")
-    has_time = TIMESTAMP in roles
-
     files = table_files(path)
     frames: list[pl.LazyFrame] = []
-    first_schema: pl.Schema | None = None
     for index, file in enumerate(files):
-        lf = scan_table(file, sep)
-        schema = lf.collect_schema()
-        available = list(schema.names())
-        missing = [c for c in dict.fromkeys(source_of.values()) if c not in schema]
-        if missing:
-            raise DataError(
-                "mapped column(s) not in the file: " + ", ".join(missing),
-                path=file, column=missing[0],
-                fix="map to existing columns; the file has: " + ", ".join(available))
-        unmapped = [c for c in available if c not in source_of.values()]
-        if unmapped and not ignore_extra:
-            raise DataError(
-                "column(s) not in the mapping: " + ", ".join(unmapped),
-                path=file, column=unmapped[0],
-                fix="map them (e.g. 'context:NAME' or 'feedback:NAME') or pass ignore_extra=True "
-                    "(--ignore-extra) to drop them")
-        lf = lf.with_row_index("_check_row", offset=1)
-        exprs = []
-        for name, (_, kind) in roles.items():
-            src = source_of[name]
-            check_column(lf, src, schema[src], kind, file, row_column="_check_row")
-            exprs.append(convert(src, schema[src], kind).alias(name))
-        frame = tag_rows(lf.drop("_check_row"), index).select(*exprs, SOURCE, ROW)
-        out_schema = frame.collect_schema()
-        if first_schema is not None and out_schema != first_schema:
+        frame = _canonical(scan_table(file, sep), columns, roles, file, index, ignore_extra)
+        if frames and frame.collect_schema() != frames[0].collect_schema():
             raise DataError(
                 f"columns convert to different types than in {files[0].name}: "
-                f"{dict(out_schema)} vs {dict(first_schema)}",
+                f"{dict(frame.collect_schema())} vs {dict(frames[0].collect_schema())}",
                 path=file, fix="give every file of the directory the same column types")
-        first_schema = out_schema
         frames.append(frame)
     if not any(has_rows(f) for f in frames):
         raise no_events(path)
+    return _event_log(pl.concat(frames, how="vertical"), tuple(str(f) for f in files), roles)
 
-    lf = pl.concat(frames, how="vertical")
+
+def is_frame(source: Any) -> bool:
+    """Whether ``source`` is an in-memory frame (polars DataFrame / LazyFrame, pandas
+    DataFrame) rather than a path."""
+    if isinstance(source, (pl.DataFrame, pl.LazyFrame)):
+        return True
+    # pandas is optional: a pandas frame can only exist once pandas is imported, so look it
+    # up instead of importing it
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(source, pandas.DataFrame)
+
+
+def as_lazy_frame(source: Any) -> pl.LazyFrame:
+    """An in-memory frame (see :func:`is_frame`) as a polars LazyFrame."""
+    if isinstance(source, pl.LazyFrame):
+        return source
+    if isinstance(source, pl.DataFrame):
+        return source.lazy()
+    if not is_frame(source):
+        raise DataError(f"expected a polars or pandas DataFrame, got {type(source).__name__}",
+                        path=FRAME, fix="pass a DataFrame, a LazyFrame or a path")
+    try:
+        return pl.from_pandas(source).lazy()
+    except (pl.exceptions.PolarsError, TypeError, ValueError, ImportError) as err:
+        raise DataError(f"cannot convert the pandas DataFrame to polars ({err})",
+                        path=FRAME, fix="give each column one type (no mixed objects), "
+                        "or convert it yourself with polars.from_pandas") from None
+
+
+def frame_columns(names: list[str]) -> dict[str, str]:
+    """The identity mapping of the canonical names among a frame's columns (the default)."""
+    known = (USER, ITEM, TIMESTAMP, EVENT_TYPE, IS_ORGANIC, *FEEDBACK_KINDS, *EXTRA_COLUMNS)
+    return {name: name for name in known if name in names}
+
+
+def read_frame(frame: Any, columns: Mapping[str, str] | None = None, *,
+               ignore_extra: bool = False) -> EventLog:
+    """Read events from an in-memory frame, checked and converted exactly as a table file.
+
+    Args:
+        frame: a polars DataFrame or LazyFrame, or a pandas DataFrame (its index is not read:
+            ``reset_index()`` first to keep it). Rows are named by 1-based position.
+        columns: canonical name -> frame column; None = :func:`frame_columns`, the columns
+            already named user, item, timestamp, ... map to themselves.
+        ignore_extra: drop columns the mapping does not name instead of failing.
+    """
+    lf = as_lazy_frame(frame)
+    try:
+        names = list(lf.collect_schema().names())
+    except pl.exceptions.PolarsError as err:
+        raise DataError(f"cannot resolve the LazyFrame's columns ({err})", path=FRAME,
+                        fix="check that the LazyFrame collects on its own") from None
+    if not columns:
+        columns = frame_columns(names)
+        for required in (USER, ITEM):
+            if required not in columns:
+                raise DataError(
+                    f"the frame has no '{required}' column and no column mapping was given",
+                    path=FRAME, column=required,
+                    fix=f"rename the {required} id column to '{required}', or pass columns="
+                        "{'user': ..., 'item': ..., 'timestamp': ...}; the frame has: "
+                        + ", ".join(names))
+    roles = _roles(columns)
+    canonical = _canonical(lf, columns, roles, FRAME, 0, ignore_extra)
+    if not has_rows(canonical):
+        raise no_events(FRAME)
+    return _event_log(canonical, (FRAME,), roles)
+
+
+def _canonical(lf: pl.LazyFrame, columns: Mapping[str, str], roles: dict[str, tuple[str, str]],
+               name: str | Path, index: int, ignore_extra: bool) -> pl.LazyFrame:
+    """One source (a file or a frame, ``name`` in messages) checked against the mapping and
+    converted to canonical columns plus ``_source`` = ``index`` and ``_row``."""
+    what = "frame" if str(name) == FRAME else "file"
+    source_of = {canonical: columns[key] for key, canonical in zip(columns, roles)}
+    schema = lf.collect_schema()
+    available = list(schema.names())
+    missing = [c for c in dict.fromkeys(source_of.values()) if c not in schema]
+    if missing:
+        raise DataError(
+            f"mapped column(s) not in the {what}: " + ", ".join(missing),
+            path=name, column=missing[0],
+            fix=f"map to existing columns; the {what} has: " + ", ".join(available))
+    unmapped = [c for c in available if c not in source_of.values()]
+    if unmapped and not ignore_extra:
+        raise DataError(
+            "column(s) not in the mapping: " + ", ".join(unmapped),
+            path=name, column=unmapped[0],
+            fix="map them (e.g. 'context:NAME' or 'feedback:NAME') or pass ignore_extra=True "
+                "(--ignore-extra) to drop them")
+    lf = lf.with_row_index("_check_row", offset=1)
+    exprs = []
+    for canonical, (_, kind) in roles.items():
+        src = source_of[canonical]
+        check_column(lf, src, schema[src], kind, name, row_column="_check_row")
+        exprs.append(convert(src, schema[src], kind).alias(canonical))
+    return tag_rows(lf.drop("_check_row"), index).select(*exprs, SOURCE, ROW)
+
+
+def _event_log(lf: pl.LazyFrame, sources: tuple[str, ...],
+               roles: dict[str, tuple[str, str]]) -> EventLog:
+    """The table EventLog of converted sources: positions for a missing timestamp, the default
+    event type, canonical column order."""
+    has_time = TIMESTAMP in roles
     if not has_time:
         lf = lf.with_columns(positions().alias(TIMESTAMP))
     if EVENT_TYPE not in roles:
         lf = lf.with_columns(pl.lit("interaction", dtype=pl.String).alias(EVENT_TYPE))
-    log = EventLog(frame=lf, sources=tuple(str(f) for f in files), context=context,
-                   feedback=feedback, extra=extra, has_time=has_time, format="table")
+    log = EventLog(frame=lf, sources=sources,
+                   context=tuple(n for n, (r, _) in roles.items() if r == "context"),
+                   feedback=tuple(n for n, (r, _) in roles.items() if r == "feedback"),
+                   extra=tuple(n for n, (r, _) in roles.items() if r == "extra"),
+                   has_time=has_time, format="table")
     return finish(log)
 
 

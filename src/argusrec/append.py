@@ -1,0 +1,223 @@
+"""`argus prepare NEW_EVENTS OUT --base PREV --append`: a day of events merged into a dataset.
+
+DESIGN.md, "Deployment: the daily cycle": every day the new day's events are appended to the
+prepared dataset. Only the new events are read; PREV is never modified; the result is a new
+dataset directory with the layout of argusrec.sequences, as if the whole log had been prepared
+with ``--base PREV``:
+
+1. **route**: each new event goes to the shard that holds its user in PREV (a user new to the
+   dataset goes to a shard by a hash of its id), streamed into one bucket per shard;
+2. **vocabularies**: PREV's codes are kept; new users, items, event types and context values
+   get the codes after them;
+3. **merge**, shard by shard (memory: one PREV shard plus its new events): each user's events
+   are PREV's followed by the new ones, stably sorted by time (a tie keeps PREV's first), and
+   the split is assigned again over the merged timeline (the temporal cut-off moves with the
+   log's end; leave-one-out takes each user's new last events).
+
+Item side data (artists, albums, content vectors) is coded afresh from the new source's side
+tables when it has them (Yambda's mappings and embeddings cover the catalogue), and carried
+from the base otherwise, new items then having none. Not carried across the boundary
+(docs/deployment.md): duplicate detection and ``--merge-reactions`` see the new events only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from argusrec.errors import DataError
+from argusrec.events import ITEM, TIMESTAMP, USER, EventLog, feedback_kind
+from argusrec.prepare import (PrepareConfig, PrepareSummary, _attach_item_features, _Encoder,
+                              _partition,
+                              _ShardStats, _split_boundaries, _vocabularies, clean_bucket,
+                              finish_dataset)
+from argusrec.readers import source_name
+from argusrec.sequences import GAP, TEST, TRAIN, VAL, PreparedData, Shard
+
+ROUTE = "_route"
+
+
+def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: PrepareConfig,
+                progress: bool) -> PrepareSummary:
+    """Merge the events of ``log`` into ``base``, writing the new dataset into ``tmp``."""
+    if config.split.kind != base.meta["split"]["kind"]:
+        raise DataError(f"the base dataset uses a {base.meta['split']['kind']} split, not "
+                        f"{config.split.kind}", path=base.path,
+                        fix="leave --split out when appending (the base's is used)")
+    base_users = base.users().select(USER, "shard")
+    schema = log.frame.collect_schema()
+    for column, table in ((USER, base_users), (ITEM, base.items())):
+        if schema[column] != table[column].dtype:
+            raise DataError(f"the base dataset's {column} ids are {table[column].dtype}, the "
+                            f"new events' are {schema[column]}", path=log.sources[0],
+                            column=column, fix=f"map the same {column} column as for the base")
+    n_shards = len(base.shards)
+    routed = log.frame.join(base_users.lazy().rename({"shard": ROUTE}), on=USER, how="left")
+    key = (pl.when(pl.col(ROUTE) >= 0).then(pl.col(ROUTE))
+           .otherwise(pl.col(USER).hash(seed=17) % n_shards))
+    new_total, buckets = _partition(dataclasses.replace(log, frame=routed), tmp, config,
+                                    progress, key=key, n_buckets=n_shards)
+    scan = pl.scan_parquet(buckets / "**" / "*.parquet")
+    bounds = _split_boundaries(_all_timestamps(base, scan), config.split,
+                               base.meta["counts"]["events"] + new_total)
+    kept = scan if bounds.get("test_end") is None else scan.filter(
+        pl.col(TIMESTAMP) < bounds["test_end"])
+    vocab = _vocabularies(kept, log).keeping(base)
+    encode = _Encoder(log, config, bounds, vocab)
+    stats = _ShardStats(len(vocab.items))
+    files = {int(p.parent.name.split("=")[-1]): p for p in buckets.rglob("*.parquet")}
+    columns = _columns(base, log)
+    for s, shard in enumerate(tqdm(base.shards, desc="append: shards", unit="shard",
+                                   disable=not progress)):
+        new = None
+        if s in files:
+            df = clean_bucket(pl.read_parquet(files[s]).drop(ROUTE), log, config, stats)
+            new, _ = encode(df, s)
+        arrays = merge_shard(shard, new, columns, bounds, config)
+        stats.write(tmp, arrays, _user_table(arrays, vocab.users))
+    shutil.rmtree(buckets)
+    fields = dict(base.meta["fields"])
+    features = log.items
+    if any(f is not None for f in (features.artist, features.album, features.embeddings)):
+        # the new source brings the item side tables: code them afresh for every item, as
+        # prepare --base over the whole log would
+        items, fields["item_embedding_dim"] = _attach_item_features(
+            log, vocab.items.with_columns(
+                pl.Series("train_count", stats.train_count[1:]),
+                pl.Series("train_positive_count", stats.train_positive[1:])), tmp)
+    else:
+        items = _items_table(base, vocab.items, stats, tmp)
+    fields.update(event_types=vocab.event_types, context=vocab.context,
+                  feedback={**base.feedback_fields,
+                            **{f: feedback_kind(f) for f in log.feedback}},
+                  extra=list(dict.fromkeys([*fields.get("extra", []), *log.extra])))
+    source_meta = dict(base.meta["source"])
+    source_meta.update(base=str(base.path.resolve()),
+                       appended=[*base.meta["source"].get("appended", []),
+                                 source_name(source)],
+                       files=[*base.meta["source"].get("files", []), *log.sources])
+    summary = finish_dataset(tmp, config, stats, vocab.users, items, fields, bounds,
+                             base.meta["counts"]["events"] + new_total, source_meta)
+    summary.read_events = new_total
+    return summary
+
+
+def _all_timestamps(base: PreparedData, scan: pl.LazyFrame) -> pl.LazyFrame:
+    """Every timestamp of the merged log, for the split's boundaries. Only a share-of-events
+    cut-off (``test_fraction``) reads them all; min and max come from the base's meta."""
+    split = base.meta["split"]
+    if "time_min" in split:
+        summary = pl.LazyFrame({TIMESTAMP: [split["time_min"], split["time_max"]]},
+                               schema={TIMESTAMP: pl.Int64})
+        if base.meta["config"]["split"].get("cutoff") is not None or \
+                base.meta["config"]["split"].get("test_duration") is not None:
+            return pl.concat([summary, scan.select(TIMESTAMP)])
+    return pl.concat([pl.LazyFrame({TIMESTAMP: np.asarray(s.events["timestamp"])})
+                      for s in base.shards] + [scan.select(TIMESTAMP)])
+
+
+def _columns(base: PreparedData, log: EventLog) -> dict[str, tuple[np.dtype, float]]:
+    """Per-event array name -> (dtype, fill for events that lack it) of the merged shards."""
+    out = {"timestamp": (np.int64, 0), "item": (np.int32, 0), "event_type": (np.int16, 0),
+           "split": (np.uint8, 0), "positive": (np.bool_, False)}
+    for name in [*base.context_fields, *log.context]:
+        out[f"ctx_{name}"] = (np.int32, 0)
+    for name in [*base.feedback_fields, *log.feedback]:
+        out[f"fb_{name}"] = (np.float32, np.nan)
+    for name in [*base.meta["fields"].get("extra", []), *log.extra]:
+        out[f"x_{name}"] = (np.float32, np.nan)
+    return out
+
+
+def merge_shard(old: Shard, new: dict[str, np.ndarray] | None,
+                columns: dict[str, tuple[np.dtype, float]], bounds: dict,
+                config: PrepareConfig) -> dict[str, np.ndarray]:
+    """One shard's arrays (argusrec.sequences.write_shard) from a base shard and the encoded
+    new events of its users: per user, base events then new ones, stably sorted by time, the
+    split assigned again."""
+    parts = [(np.asarray(old.users), np.asarray(old.offsets), old.events)]
+    if new is not None:
+        parts.append((new["user"], new["offsets"], new))
+    users_all = np.concatenate([p[0] for p in parts])
+    first = np.unique(users_all, return_index=True)[1]
+    users = users_all[np.sort(first)]  # base users in their order, then new ones
+    position = np.empty(int(users.max()) + 1 if len(users) else 0, dtype=np.int64)
+    position[users] = np.arange(len(users))
+    owner = np.concatenate([position[np.repeat(u, np.diff(o))] for u, o, _ in parts])
+    n = [int(o[-1]) for _, o, _ in parts]
+    merged = {name: np.concatenate([np.asarray(ev[name], dtype=dtype) if name in ev
+                                    else np.full(count, fill, dtype=dtype)
+                                    for (_, _, ev), count in zip(parts, n)])
+              for name, (dtype, fill) in columns.items()}
+    source = np.repeat(np.arange(len(parts)), n)
+    sequence = np.concatenate([np.arange(count) for count in n])
+    order = np.lexsort((sequence, source, merged["timestamp"], owner))
+    if bounds.get("test_end") is not None:
+        order = order[merged["timestamp"][order] < bounds["test_end"]]
+    owner = owner[order]
+    merged = {name: array[order] for name, array in merged.items()}
+    counts = np.bincount(owner, minlength=len(users))
+    present = counts > 0
+    offsets = np.zeros(int(present.sum()) + 1, dtype=np.int64)
+    np.cumsum(counts[present], out=offsets[1:])
+    merged["split"] = _split(merged["timestamp"], owner, counts, bounds, config)
+    return {"user": users[present].astype(np.int32), "offsets": offsets, **merged}
+
+
+def _split(ts: np.ndarray, owner: np.ndarray, counts: np.ndarray, bounds: dict,
+           config: PrepareConfig) -> np.ndarray:
+    """Split codes of merged events (grouped by owner, in time order), as prepare assigns
+    them."""
+    s = config.split
+    if s.kind == "leave-one-out":
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        n = counts[owner]
+        from_end = n - 1 - (np.arange(len(owner)) - start[owner])
+        return np.where((n >= s.min_events) & (from_end == 0), TEST,
+                        np.where((n >= s.min_events) & (from_end == 1), VAL, TRAIN)
+                        ).astype(np.uint8)
+    return np.select([ts < bounds["val_start"], ts < bounds["train_end"],
+                      ts < bounds["test_start"]], [TRAIN, VAL, GAP], TEST).astype(np.uint8)
+
+
+def _user_table(arrays: dict[str, np.ndarray], users: pl.DataFrame) -> pl.DataFrame:
+    """The users-table rows of one merged shard (its number is set when it is written)."""
+    index = arrays["user"]
+    owner = np.repeat(np.arange(len(index)), np.diff(arrays["offsets"]))
+    counts = {name: np.bincount(owner[arrays["split"] == code], minlength=len(index))
+              for name, code in (("n_train", TRAIN), ("n_val", VAL), ("n_test", TEST))}
+    table = pl.DataFrame({"index": index.astype(np.int32),
+                          "offset": np.arange(len(index), dtype=np.int32),
+                          "n_events": np.diff(arrays["offsets"]).astype(np.int32),
+                          **{k: v.astype(np.int32) for k, v in counts.items()}})
+    table = table.join(users.with_columns(pl.col("index").cast(pl.Int32)), on="index",
+                       how="left", maintain_order="left")
+    return table.select("index", USER, pl.lit(0, dtype=pl.Int32).alias("shard"), "offset",
+                        "n_events", "n_train", "n_val", "n_test")
+
+
+def _items_table(base: PreparedData, items: pl.DataFrame, stats: _ShardStats,
+                 tmp: Path) -> pl.DataFrame:
+    """The base's item rows with their side data, then the new items (no side data), with the
+    merged training counts; content vectors grow by zero rows (has_embedding false). For a
+    source without item side tables."""
+    old = base.items().drop("train_count", "train_positive_count").sort("index")
+    fresh = items.filter(pl.col("index") > len(old))
+    table = pl.concat([old, fresh], how="diagonal_relaxed")
+    fill = {c: 0 for c in table.columns if c.endswith("_index") and c != "index"}
+    table = table.with_columns(*[pl.col(c).fill_null(v) for c, v in fill.items()])
+    if "has_embedding" in table.columns:
+        table = table.with_columns(pl.col("has_embedding").fill_null(False))
+    content = base.path / "item_embeddings.npy"
+    if content.exists():
+        matrix = np.load(content, mmap_mode="r")
+        grown = np.zeros((len(table) + 1, matrix.shape[1]), dtype=np.float32)
+        grown[:len(matrix)] = matrix
+        np.save(tmp / "item_embeddings.npy", grown)
+    return table.with_columns(pl.Series("train_count", stats.train_count[1:]),
+                              pl.Series("train_positive_count", stats.train_positive[1:]))
