@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from _common import ROOT, SHARED_DATA, markdown_table, run_child, write_json
+from _common import SHARED_DATA, markdown_table, run_child, write_json
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
 
@@ -42,7 +42,7 @@ def ensure_data(work: Path) -> dict[str, Path]:
 
 
 CONFIGS = {
-    "sasrec-ml1m": ["--config", str(ROOT / "configs" / "sasrec-ml1m.yaml"), "--sasrec"],
+    "sasrec-ml1m": ["--config", "sasrec-ml1m", "--sasrec"],  # a shipped config, by name
     "argus-3m-512": ["--preset", "3m", "--max-len", "512", "--batch-size", "16",
                      "--loss", "corrected", "--threads", "2"],
 }

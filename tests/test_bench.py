@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from argusrec.bench import run_suite, size_class, window_length
+from argusrec import bench
+from argusrec.bench import resolve_dataset, run_suite, size_class, window_length
+from argusrec.errors import DataError
 
 
 def test_suite_runs_each_encoder_loss_and_seed(tmp_path):
@@ -74,3 +76,36 @@ def test_named_datasets_print_the_published_numbers():
               "published": PUBLISHED["ml-1m"]}
     text = markdown(result)
     assert "| SASRec+ full CE (Klenitskiy & Vasilev 2023) | 0.3152 | 0.1821 |" in text
+
+
+def test_named_dataset_is_read_from_the_data_dir(tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    (root / "ml-1m").mkdir(parents=True)
+    (root / "ml-1m" / "ml-1m.txt").write_text(open(_tiny(tmp_path)).read())
+    monkeypatch.setenv("ARGUS_DATA_DIR", str(root))
+    prepared, label = resolve_dataset("ml-1m", tmp_path / "work")
+    assert label == "ml-1m" and (prepared / "meta.json").exists()
+    again, _ = resolve_dataset("ml-1m", tmp_path / "other", data_dir=root)  # explicit wins
+    assert (again / "meta.json").exists()
+
+
+def test_absent_named_dataset_names_the_expected_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARGUS_DATA_DIR", raising=False)
+    monkeypatch.setattr(bench, "CHECKOUT_DATA", tmp_path / "no-checkout")
+    with pytest.raises(DataError, match="ml-1m/ml-1m.txt") as e:
+        resolve_dataset("ml-1m", tmp_path / "work")
+    assert "--data-dir" in e.value.message()
+    with pytest.raises(DataError, match="not here") as e:
+        resolve_dataset("beauty", tmp_path / "work", data_dir=tmp_path / "empty")
+    assert str(tmp_path / "empty" / "amazon-beauty" / "Beauty.txt") in e.value.message()
+
+
+def test_bench_cli_data_dir_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from argusrec.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "ml-100k", "--data-dir", str(tmp_path / "none"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "ml-100k/ml-100k.inter" in result.output

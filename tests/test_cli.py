@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from argusrec.cli import app
 
-from conftest import write_table
+from conftest import random_log, write_table
 
 runner = CliRunner()
 VERBS = ["simulate", "prepare", "info", "demo"]
@@ -80,3 +80,56 @@ def test_bad_input_is_one_clear_message(tmp_path, args, words):
     assert "Traceback" not in result.output
     for word in words:
         assert word in result.output
+
+
+def test_version():
+    from argusrec import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"argusrec {__version__}"
+
+
+@pytest.mark.parametrize("name", ["sasrec-ml1m", "sasrec-ml1m.yaml"])
+def test_config_takes_a_shipped_name(tmp_path, name):
+    src = write_table(tmp_path / "log.csv", random_log(n_users=6, n_items=10, n_events=60))
+    data = tmp_path / "data"
+    prepared = runner.invoke(app, ["prepare", str(src), str(data), "-f", "table", "-c",
+                                   "user=user", "-c", "item=item", "-c", "timestamp=timestamp",
+                                   "-c", "like=like", "--test-fraction", "0.2", "--quiet"])
+    assert prepared.exit_code == 0, prepared.output
+    result = runner.invoke(app, ["pretrain", str(data), str(tmp_path / "run"), "--config", name,
+                                 "--sasrec", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "encoder" in result.output
+
+
+def test_unknown_config_name_lists_the_shipped_ones(tmp_path):
+    result = runner.invoke(app, ["pretrain", str(tmp_path), str(tmp_path / "run"), "--config",
+                                 "sasrec-ml2m", "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "sasrec-ml2m" in result.output and "sasrec-ml1m" in result.output
+
+
+def test_serve_prints_its_url_first(tmp_path, monkeypatch):
+    import argusrec.serve
+
+    calls = []
+    monkeypatch.setattr(argusrec.serve, "serve", lambda *a, **kw: calls.append(kw))
+    (tmp_path / "latest").write_text("2026-01-02\n")
+    result = runner.invoke(app, ["serve", str(tmp_path), "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert "serving snapshot 2026-01-02 on http://127.0.0.1:8123 (Ctrl-C stops)" in result.output
+    assert calls and calls[0]["port"] == 8123
+
+
+def test_cli_shows_the_library_progress_log_once(tmp_path, capsys):
+    import logging
+
+    from argusrec.cli import _Stderr
+
+    for _ in range(2):
+        runner.invoke(app, ["info", str(tmp_path / "none")])
+    handlers = logging.getLogger("argusrec").handlers
+    assert sum(isinstance(h, _Stderr) for h in handlers) == 1
+    logging.getLogger("argusrec.bench").info("== a run ==")
+    assert capsys.readouterr().err == "== a run ==\n"

@@ -1,23 +1,23 @@
 """Every shipped config file parses into its config class (STYLE.md: shipped configs are
-tested): ablation-*.yaml into AblationConfig, the others into TrainConfig."""
+tested): ablation-*.yaml into AblationConfig, the others into TrainConfig. They are read from
+the installed package, as `--config NAME` reads them."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import yaml
 
+from argusrec import configs
 from argusrec.ablation import AblationConfig
 from argusrec.train import TrainConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = configs.names()
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_parses(path):
-    fields = yaml.safe_load(path.read_text())
-    if path.name.startswith("ablation"):
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_parses(name):
+    fields = yaml.safe_load(configs.find(name).read_text())
+    if name.startswith("ablation"):
         cfg = AblationConfig(**fields)
         fields = cfg.pretrain
     cfg = TrainConfig(**fields)
@@ -25,4 +25,9 @@ def test_config_parses(path):
 
 
 def test_there_are_configs():
-    assert len(CONFIGS) >= 2
+    assert len(CONFIGS) >= 2 and "sasrec-ml1m" in CONFIGS
+
+
+def test_a_name_with_or_without_yaml_finds_the_same_file():
+    assert configs.find("sasrec-ml1m.yaml") == configs.find("sasrec-ml1m") is not None
+    assert configs.find("no-such-config") is None

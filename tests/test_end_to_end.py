@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
-from argusrec.demo import run_demo
+from argusrec.demo import MARKER, run_demo
+from argusrec.errors import DataError
 from argusrec.sequences import PreparedData
 
 
@@ -16,6 +18,8 @@ def test_demo_pipeline_on_the_simulator(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1/7 simulate" in out and "4/7 evaluate" in out and "HR@10" in out
     assert "7/7 serve" in out and "PairAccuracy" in out
+    assert "like AUC" in out and "in the test day: noise at the demo's size" in out
+    assert (tmp_path / "demo" / MARKER).exists()
     assert report["finetune"].steps == 2 and report["pairs"]["pairs"] > 0
     assert 0.5 < report["pairs"]["oracle/PairAccuracy"] <= 1
     assert report["export"].users > 0 and len(report["serve"]["response"]["items"]) == 10
@@ -50,3 +54,12 @@ def test_demo_pipeline_on_the_simulator(tmp_path, capsys):
     assert (np.diff(events["timestamp"]) >= 0).all()
     listens = events["event_type"] == meta["fields"]["event_types"].index("listen") + 1
     assert not np.isnan(events["fb_played_ratio"][listens]).any()
+
+
+def test_demo_replaces_only_its_own_directory(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not made by `argus demo`"):
+        run_demo(mine)
+    assert (mine / "notes.txt").read_text() == "keep me"

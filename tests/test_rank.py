@@ -60,3 +60,13 @@ def test_rank_reports_uplift_with_and_without_argus(sim_data, tmp_path):
     assert (tmp_path / "rank.json").exists()
     assert "uplift" in rank_report(summary)
     assert len(ORDINARY) >= 10
+
+
+def test_missing_catboost_names_the_extra_before_any_work(monkeypatch, tmp_path):
+    import sys
+
+    from argusrec.errors import DataError
+
+    monkeypatch.setitem(sys.modules, "catboost", None)  # `import catboost` now fails
+    with pytest.raises(DataError, match=r"argusrec\[rank\]"):
+        rank(tmp_path / "no-such-run")  # the missing extra is named before the run is opened

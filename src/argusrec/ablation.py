@@ -14,6 +14,7 @@ Running the command again over the same OUT reuses the runs that finished.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from argusrec.finetune import FinetuneConfig, finetune
 from argusrec.rank import RankConfig, rank
 from argusrec.train import TrainConfig, apply_overrides, pretrain
+
+log = logging.getLogger(__name__)
 
 # A small ARGUS model that trains on 2 cores in minutes (next-item + feedback, corrected logQ).
 ABLATION_PRETRAIN = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads": 2,
@@ -78,8 +81,9 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
             row["oracle"] = by_model["oracle (true affinity, the ceiling)"]["PairAccuracy"]
         rows.append(row)
         if progress:
-            print(f"   {name}: PairAccuracy {row['ranker']:.4f} -> {row['ranker_with_argus']:.4f}"
-                  f" ({100 * row['uplift']:+.2f}%), ARGUS alone {row['argus_alone']:.4f}")
+            log.info("   %s: PairAccuracy %.4f -> %.4f (%+.2f%%), ARGUS alone %.4f", name,
+                     row["ranker"], row["ranker_with_argus"], 100 * row["uplift"],
+                     row["argus_alone"])
 
     base_steps = None
     for length in lengths:
@@ -90,7 +94,7 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
             overrides["batch_size"] = max(1, cfg.tokens_per_batch // length)
         train_cfg = TrainConfig(**apply_overrides(cfg.pretrain, overrides))
         if progress:
-            print(f"== {name}: pretrain (batch {train_cfg.batch_size} x {length}) ==")
+            log.info("== %s: pretrain (batch %d x %d) ==", name, train_cfg.batch_size, length)
         if not _finished(out / name / "pretrain"):
             pretrain(data, out / name / "pretrain", train_cfg, progress=progress)
         steps = _finetuned(out / name / "finetune") or finetune(
@@ -104,7 +108,7 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
     if cfg.no_pretraining:
         t0 = time.perf_counter()
         if progress:
-            print("== no-pretraining: fine-tune from random weights ==")
+            log.info("== no-pretraining: fine-tune from random weights ==")
         steps = _finetuned(out / "no-pretraining") or finetune(
             data, base, out / "no-pretraining",
             FinetuneConfig(**{**cfg.finetune, "from_scratch": True}), progress=progress).steps
@@ -113,7 +117,7 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
         t0 = time.perf_counter()
         steps = max(1, int(round(cfg.short_fraction * base_steps)))
         if progress:
-            print(f"== short-finetune: {steps} of {base_steps} steps ==")
+            log.info("== short-finetune: %d of %d steps ==", steps, base_steps)
         steps = _finetuned(out / "short-finetune") or finetune(
             data, base, out / "short-finetune",
             FinetuneConfig(**{**cfg.finetune, "max_steps": steps}), progress=progress).steps

@@ -19,6 +19,7 @@ Tuning that generalises: the configuration depends only on the size class of the
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,8 +32,11 @@ import numpy as np
 
 from argusrec.errors import DataError
 
+log = logging.getLogger(__name__)
+
 SUITE_VERSION = "v1"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+# Where the named datasets' files were found before --data-dir: ../shared/data of a checkout.
+CHECKOUT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 NAMED = {
     "ml-1m": ("ml-1m/ml-1m.txt", "sasrec", "leave-one-out"),
     "beauty": ("amazon-beauty/Beauty.txt", "s3rec", "leave-one-out"),
@@ -98,9 +102,21 @@ def default_config(data, encoder: str, loss: str, seed: int, *, patience: int = 
     return fields
 
 
+def default_data_dir() -> Path | None:
+    """The directory of the named datasets: $ARGUS_DATA_DIR, else a checkout's ../shared/data
+    when it exists, else None."""
+    if os.environ.get("ARGUS_DATA_DIR"):
+        return Path(os.environ["ARGUS_DATA_DIR"])
+    return CHECKOUT_DATA if CHECKOUT_DATA.exists() else None
+
+
 def resolve_dataset(name: str, work: Path, fmt: str | None = None, *,
-                    shared: Path = SHARED) -> tuple[Path, str]:
-    """Prepare a named dataset or an event file once under ``work``; (prepared dir, label)."""
+                    data_dir: str | Path | None = None) -> tuple[Path, str]:
+    """Prepare a named dataset or an event file once under ``work``; (prepared dir, label).
+
+    A named dataset is read from ``data_dir`` (default: :func:`default_data_dir`), e.g.
+    ``data_dir/ml-1m/ml-1m.txt``.
+    """
     from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 
     prepared = work / "data"
@@ -115,10 +131,16 @@ def resolve_dataset(name: str, work: Path, fmt: str | None = None, *,
         return prepared, label
     if name in NAMED:
         rel, fmt, split = NAMED[name]
-        source, label = shared / rel, name
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        if root is None:
+            raise DataError(f"no data directory to find {name} in (it expects DIR/{rel})",
+                            fix=f"pass --data-dir DIR or set ARGUS_DATA_DIR=DIR, with the "
+                            f"file at DIR/{rel}; or pass the file's path instead of {name}")
+        source, label = root / rel, name
         if not source.exists():
             raise DataError(f"the {name} file is not here", path=source,
-                            fix="put the dataset under ../shared/data or pass its path")
+                            fix=f"put it at {source}, pass --data-dir (or set ARGUS_DATA_DIR) "
+                            f"to the directory holding {rel}, or pass the file's path")
     else:
         source, label = Path(name), Path(name).stem
         untimed = fmt in ("sasrec", "s3rec")  # one-line formats: order, no timestamps
@@ -195,13 +217,15 @@ def _finished(run_dir: Path, fields: dict[str, Any], exclude: bool) -> dict[str,
 def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
               encoders=ENCODERS, losses=LOSSES, seeds=(0, 1, 2), max_steps: int | None = None,
               patience: int = 4, threads: int | None = None, exclude_seen: bool | None = None,
-              jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+              jobs: int = 1, data_dir: str | Path | None = None,
+              progress: bool = True) -> dict[str, Any]:
     """Run the suite; write OUT/results.json and OUT/results.md; return the results.
 
     Runs that finished before with the same configuration are reused, so a suite can be
     completed over several sessions, and one interrupted run costs only itself. ``jobs`` > 1
     trains that many runs at once in separate processes (a GPU, or a machine with many cores:
-    each run gets ``threads`` or an equal share of the cores).
+    each run gets ``threads`` or an equal share of the cores). ``data_dir`` holds the named
+    datasets (:func:`resolve_dataset`).
     """
     from argusrec.sequences import PreparedData
 
@@ -209,7 +233,7 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
         raise DataError(f"--jobs must be at least 1, got {jobs}", fix="pass --jobs 1 or more")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    prepared, label = resolve_dataset(dataset, out, fmt)
+    prepared, label = resolve_dataset(dataset, out, fmt, data_dir=data_dir)
     data = PreparedData(prepared)
     loo = data.meta["split"]["kind"] == "leave-one-out"
     exclude = loo if exclude_seen is None else exclude_seen
@@ -230,13 +254,13 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
         if done is not None:
             records[name] = done
             if progress:
-                print(f"== {label} {name}: finished before, reused ==", flush=True)
+                log.info("== %s %s: finished before, reused ==", label, name)
         else:
             todo.append((name, fields))
     if jobs == 1:
         for name, fields in todo:
             if progress:
-                print(f"== {label} {name} ==", flush=True)
+                log.info("== %s %s ==", label, name)
             records[name] = _one_run(str(prepared), str(out / "runs" / name), fields, exclude,
                                      progress)
     elif todo:
@@ -249,8 +273,8 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
             for future, name in futures.items():
                 records[name] = future.result()
                 if progress:
-                    print(f"== {label} {name}: NDCG@10 {records[name]['NDCG@10']:.4f} ==",
-                          flush=True)
+                    log.info("== %s %s: NDCG@10 %.4f ==", label, name,
+                             records[name]["NDCG@10"])
     runs = [{"encoder": e, "loss": x, "seed": s, **records[name]}
             for e, x, s, name, _ in plan]
     result = {"suite": SUITE_VERSION, "dataset": label, "prepared": str(prepared),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,6 +17,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from argusrec import __version__, configs
 from argusrec.errors import DataError
 
 app = typer.Typer(
@@ -25,6 +27,41 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"argusrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")]
+    = False,
+) -> None:
+    """Train autoregressive recommender transformers (the ARGUS recipe) on event logs."""
+    _log_to_stderr()
+
+
+class _Stderr(logging.StreamHandler):
+    """Plain messages to whatever sys.stderr is when a record comes (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _log_to_stderr() -> None:
+    """Show the library's progress log (INFO) on stderr, once per process; a verb's --quiet
+    silences it, since the library logs progress only when asked for progress."""
+    logger = logging.getLogger("argusrec")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _friendly(fn):
@@ -46,13 +83,25 @@ def _friendly(fn):
     return wrapper
 
 
+# Appended to every --config help: the option also takes a shipped config's name.
+_SHIPPED = f" A path, or a shipped config's name: {', '.join(configs.names())}."
+
+
 def _load_yaml(path: Optional[Path]) -> dict:
+    """A --config's fields: the YAML file at ``path``, else the shipped config of that name."""
     if path is None:
         return {}
-    if not path.exists():
-        raise DataError("config file does not exist", path=path, fix="check the path")
+    if path.exists():
+        text = path.read_text()
+    else:
+        shipped = configs.find(str(path)) if path.parent == Path(".") else None
+        if shipped is None:
+            raise DataError("config file does not exist, nor is it a shipped config's name",
+                            path=path, fix="check the path, or pass one of the shipped "
+                            f"configs: {', '.join(configs.names())}")
+        text = shipped.read_text()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise DataError(f"not valid YAML: {e}", path=path, fix="fix the YAML syntax") from None
     if not isinstance(data, dict):
@@ -72,7 +121,7 @@ def simulate(
     days: Annotated[Optional[int], typer.Option(help="Days of history.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic in it.")] = 0,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding simulator "
-                                                   "fields.")] = None,
+                                                   "fields." + _SHIPPED)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -138,7 +187,15 @@ def prepare(
     shard_events: Annotated[Optional[int], typer.Option(
         help="target events per shard; bounds memory (default: 4000000).")] = None,
     config: Annotated[Optional[Path], typer.Option(
-        help="YAML file with these options; flags given on the command line win.")] = None,
+        help="YAML file with these options; flags given on the command line win."
+        + _SHIPPED)] = None,
+    base: Annotated[Optional[Path], typer.Option(
+        help="An earlier prepared dataset: its users, items, event types and context values "
+        "keep their codes, new ones get codes after them, and its options are the defaults "
+        "(the daily cycle).")] = None,
+    append: Annotated[bool, typer.Option(
+        "--append", help="With --base: SOURCE holds only the new events; merge them into "
+        "the base's shards (the base is never modified).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
@@ -147,10 +204,16 @@ def prepare(
     Streams shard by shard, so logs larger than memory can be prepared. Formats: Yambda
     (directory or file, flat or sequential layout), MovieLens ratings.dat, RecBole .inter,
     SASRec `user item` lines, S3-Rec `uid i1 i2 ...` lines, or any Parquet/CSV with --column.
+
+    Every day: `argus prepare TODAY.parquet DATA-2 --base DATA-1 --append` reads only the
+    new events and writes a new dataset with the old codes kept.
     """
     from argusrec.prepare import PrepareConfig, prepare as run
+    from argusrec.sequences import PreparedData
 
-    fields = _load_yaml(config)
+    prepared_base = PreparedData(base) if base is not None else None
+    fields = dict(prepared_base.meta["config"]) if prepared_base is not None else {}
+    fields.update(_load_yaml(config))
     split_fields = dict(fields.pop("split", None) or {})
     given_split = dict(kind=split, cutoff=cutoff, test_fraction=test_fraction, gap=gap,
                        test_duration=test_duration, val_duration=val_duration)
@@ -162,7 +225,8 @@ def prepare(
     if column:
         fields["columns"] = _parse_columns(column)
     cfg = PrepareConfig(**fields, split=split_fields)
-    summary = run(source, out, cfg, overwrite=overwrite, progress=not quiet)
+    summary = run(source, out, cfg, base=prepared_base, append=append, overwrite=overwrite,
+                  progress=not quiet)
     typer.echo(_prepare_report(summary))
 
 
@@ -184,6 +248,11 @@ def _prepare_report(summary) -> str:
              f"({summary.events_per_second:,.0f} events/s) -> {summary.out}",
              f"  split: train {s['train']:,}, val {s['val']:,}, gap {s['gap']:,}, "
              f"test {s['test']:,}; dropped {summary.dropped_events:,}"]
+    if summary.new_users is not None:
+        lines.append(f"  kept the base's codes; new since it: {summary.new_users:,} users, "
+                     f"{summary.new_items:,} items"
+                     + (f"; read {summary.read_events:,} new events"
+                        if summary.read_events is not None else ""))
     if summary.boundaries:
         b = summary.boundaries
         lines.append(f"  time: train < {b['train_end']}, test >= {b['test_start']}"
@@ -226,7 +295,8 @@ def pretrain(
     preset: Annotated[Optional[str], typer.Option(
         help="Model size: debug, 3m, 32m, 126m or 1b (default: debug).")] = None,
     config: Annotated[Optional[Path], typer.Option(
-        help="YAML with TrainConfig fields (model:, objective:, optim: ...); flags win.")] = None,
+        help="YAML with TrainConfig fields (model:, objective:, optim: ...); flags win."
+        + _SHIPPED)] = None,
     loss: Annotated[Optional[str], typer.Option(
         help="Next-item loss: full, sampled, logq or corrected (default: corrected).")] = None,
     encoder: Annotated[Optional[str], typer.Option(
@@ -261,7 +331,13 @@ def pretrain(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each encoder "
                                           "block.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from its "
-                                         "latest checkpoint.")] = False,
+                                         "latest checkpoint, with the config it was saved "
+                                         "with (--max-steps and the like may change).")]
+    = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        "--init-from", help="Start from an earlier run's weights and config (e.g. "
+        "yesterday's model on today's dataset); new items get rows in the item table.")]
+    = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model's parameter "
                                           "counts and exit.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -269,10 +345,14 @@ def pretrain(
     """Pretrain an ARGUS model (next-item + feedback prediction) on a prepared dataset.
 
     Checkpoints are written to OUT/checkpoints every --checkpoint-every steps and when the run
-    is interrupted (Ctrl-C, SIGTERM); --resume continues exactly where it stopped.
+    is interrupted (Ctrl-C, SIGTERM); --resume continues exactly where it stopped, with the
+    run's saved config (flags that would change what was trained are refused).
+    --init-from RUN warm-starts a new run from RUN (its config is the base; flags and
+    --config override it).
     TensorBoard logs: OUT/tensorboard. Several processes or machines: launch with torchrun
     (torchrun --nproc_per_node N -m argusrec.cli pretrain ...); --batch-size is per rank.
     """
+    from argusrec.checkpoint import Checkpoint
     from argusrec.sequences import PreparedData
     from argusrec.train import (TrainConfig, apply_overrides, build_model, pretrain as run,
                                 sasrec_overrides)
@@ -291,13 +371,18 @@ def pretrain(
         flags["compile"] = True
     if sasrec:
         flags.update(sasrec_overrides())
-    cfg = TrainConfig(**apply_overrides(_load_yaml(config), flags))
+    if resume and init_from is not None:
+        raise DataError("--resume and --init-from exclude each other",
+                        fix="--resume continues OUT; --init-from starts a new run from another")
+    start = (Checkpoint.open(out).config["train"] if resume else
+             Checkpoint.open(init_from).config["train"] if init_from is not None else {})
+    cfg = TrainConfig(**apply_overrides({**start, **_load_yaml(config)}, flags))
     if dry_run:
         model = build_model(cfg, PreparedData(data))
         counts = model.parameter_counts()
         typer.echo(f"preset {cfg.preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         return
-    summary = run(data, out, cfg, resume=resume, progress=not quiet)
+    summary = run(data, out, cfg, resume=resume, init_from=init_from, progress=not quiet)
     typer.echo(f"{'stopped' if summary.stopped_early else 'trained'} at step {summary.steps}: "
                f"loss {summary.final_loss:.4f}, {summary.tokens_per_second:,.0f} tokens/s, "
                f"{summary.seconds:.1f}s; encoder {summary.parameters['encoder']:,} parameters "
@@ -356,7 +441,8 @@ def finetune(
     pretrained: Annotated[Path, typer.Argument(help="A run or checkpoint of `argus pretrain`.")],
     out: Annotated[Path, typer.Argument(help="Run directory of the fine-tuned model.")],
     config: Annotated[Optional[Path], typer.Option(
-        help="YAML with FinetuneConfig fields (lag, pairs:, lr, ...); flags win.")] = None,
+        help="YAML with FinetuneConfig fields (lag, pairs:, lr, ...); flags win." + _SHIPPED)]
+    = None,
     lag: Annotated[Optional[int], typer.Option(
         help="Seconds between the newest event in a user state and the impression (default: "
              "86400, the daily deployment; 0 = runtime).")] = None,
@@ -463,7 +549,8 @@ def pairs(
 def rank(
     checkpoint: Annotated[Path, typer.Argument(help="A fine-tuned run (`argus finetune`).")],
     config: Annotated[Optional[Path], typer.Option(
-        help="YAML with RankConfig fields (loss, iterations, depth, ...); flags win.")] = None,
+        help="YAML with RankConfig fields (loss, iterations, depth, ...); flags win."
+        + _SHIPPED)] = None,
     loss: Annotated[Optional[str], typer.Option(
         help="YetiRank (default) or PairLogit; a group is one user's session.")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Boosting rounds (default: 400).")]
@@ -501,7 +588,7 @@ def ablate(
     out: Annotated[Path, typer.Argument(help="Directory for every variant's runs.")],
     config: Annotated[Optional[Path], typer.Option(
         help="YAML with AblationConfig fields (pretrain:, finetune:, rank:, "
-             "history_lengths: ...).")] = None,
+             "history_lengths: ...)." + _SHIPPED)] = None,
     history: Annotated[Optional[str], typer.Option(
         help="History lengths to compare, comma-separated (default: 128,512,2048).")] = None,
     oracle: Annotated[Optional[Path], typer.Option(
@@ -535,6 +622,10 @@ def bench(
     format: Annotated[Optional[str], typer.Option(
         "--format", help="Format of a file given by path (sasrec and s3rec files use "
                          "leave-one-out, others a temporal split).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="Directory of the named datasets: DIR/ml-1m/ml-1m.txt, "
+             "DIR/amazon-beauty/Beauty.txt, DIR/ml-100k/ml-100k.inter (default: "
+             "$ARGUS_DATA_DIR, else a checkout's ../shared/data).")] = None,
     encoders: Annotated[str, typer.Option(help="Comma-separated: argus, hstu, sasrec.")]
     = "argus,hstu,sasrec",
     losses: Annotated[str, typer.Option(help="Comma-separated: full, logq, corrected.")]
@@ -567,7 +658,7 @@ def bench(
                         fix=f"encoders: {', '.join(ENCODERS)}; losses: {', '.join(LOSSES)}")
     result = run_suite(dataset, out, fmt=format, encoders=enc, losses=los,
                        seeds=tuple(range(seeds)), max_steps=max_steps, patience=patience,
-                       threads=threads, jobs=jobs, progress=not quiet)
+                       threads=threads, jobs=jobs, data_dir=data_dir, progress=not quiet)
     typer.echo(markdown(result))
 
 
@@ -578,8 +669,8 @@ def scaling(
     out: Annotated[Path, typer.Argument(help="Directory for the runs, scaling.json and "
                                         "scaling.png.")],
     config: Annotated[Optional[Path], typer.Option(
-        help="YAML with ScalingConfig fields (sizes:, tokens, batch_size, max_len, train:).")]
-    = None,
+        help="YAML with ScalingConfig fields (sizes:, tokens, batch_size, max_len, train:)."
+        + _SHIPPED)] = None,
     tokens: Annotated[Optional[int], typer.Option(
         help="Training tokens per size (default: 2,000,000).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
@@ -613,8 +704,9 @@ def _write_json(path: Path, payload: dict) -> None:
 @app.command()
 @_friendly
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path(
-        "runs/demo"),
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files: a new or "
+                                          "empty directory, or a previous demo's (replaced).")]
+    = Path("runs/demo"),
     users: Annotated[Optional[int], typer.Option(help="Simulated users (default: the "
                                                  "simulator's default size).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

@@ -40,7 +40,11 @@ def export(
     popular: Annotated[int, typer.Option(
         help="Items kept for the popularity fallback of unknown users.")] = 1000,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace a snapshot with the same label.")] = False,
+        "--overwrite", help="Replace a snapshot with the same label (the old one is deleted, "
+        "with its Redis keys, once the new one is in).")] = False,
+    keep: Annotated[int, typer.Option(
+        min=0, help="Snapshots to keep in OUT, the new one included; older ones (and their "
+        "Redis keys) are removed, never the one latest names. 0 keeps all.")] = 3,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Export item vectors, an HNSW index, user vectors and popularity into a dated snapshot.
@@ -54,12 +58,15 @@ def export(
     summary = run_export(run, out, as_of=as_of, lag=lag, data=data, which=which, label=label,
                          backend=backend, redis_url=redis_url, hnsw_m=hnsw_m,
                          ef_construction=ef_construction, ef_search=ef_search, popular=popular,
-                         overwrite=overwrite, progress=not quiet)
+                         overwrite=overwrite, keep=keep or None, progress=not quiet)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
     typer.echo(f"exported {summary.items:,} items and {summary.users:,} users "
                f"({summary.users_without_history:,} without history before the cut-off) "
                f"as of {summary.as_of} with lag {summary.lag}s in {summary.seconds:.1f}s "
                f"({stages}); {summary.bytes / 2**20:,.1f} MiB -> {summary.out}")
+    if summary.pruned:
+        typer.echo(f"pruned {len(summary.pruned)} older snapshot(s): "
+                   + ", ".join(summary.pruned))
 
 
 def serve(
@@ -92,7 +99,10 @@ def serve(
     is loaded in the background and swapped in without dropping requests.
     """
     from argusrec.serve import serve as run_serve
+    from argusrec.snapshot import latest_label
 
+    typer.echo(f"serving snapshot {latest_label(snapshots)} on http://{host}:{port} "
+               "(Ctrl-C stops)")
     run_serve(snapshots, host=host, port=port, model_run=model, runtime=not no_runtime,
               reload_interval=reload_interval or None, check=not no_check,
               redis_url=redis_url, ef_search=ef_search, log_level=log_level)

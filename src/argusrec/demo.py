@@ -9,14 +9,19 @@ service on it and answer one request, and prints what each stage made.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
+from argusrec.errors import DataError
 from argusrec.evaluate import evaluate, report
 from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run_finetune
 from argusrec.loader import SequenceDataset
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
+from argusrec.sequences import TEST, PreparedData
 from argusrec.simulate import SimulatorConfig, simulate
 from argusrec.export import export
 from argusrec.train import TrainConfig, pretrain
@@ -31,17 +36,19 @@ DEMO_FINETUNE = dict(lag=86_400, epochs=1, batch_size=8, lr=1e-3, max_len=256)
 
 DAY = 86_400
 
+# Marks a directory as the demo's own, so a rerun may replace it and nothing else.
+MARKER = ".argus-demo"
+
 
 def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, seed: int = 0,
              train: dict | None = None, finetune: dict | None = None) -> dict:
-    """Run the demo pipeline into ``workdir`` (replaced) and return what each stage reported.
+    """Run the demo pipeline into ``workdir`` and return what each stage reported.
 
+    ``workdir`` must be absent, empty, or a previous demo's (which is replaced).
     ``train`` and ``finetune`` override fields of the demo's configs (tests use a few steps).
     """
     workdir = Path(workdir)
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    _fresh_workdir(workdir)
     started = time.perf_counter()
 
     print("== 1/7 simulate: a music-streaming service (Yambda schema) ==")
@@ -75,6 +82,9 @@ def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, see
     results = evaluate(workdir / "model", ks=(10, 100), progress=False)
     print(report({k: v for k, v in results.items() if not k.startswith("MRR@")},
                  "next positive item (full catalogue) and feedback"))
+    note = _feedback_note(results, PreparedData(workdir / "data"))
+    if note:
+        print(note)
     print("== 5/7 finetune: two-tower ranking over impressions, one causal pass, 1-day lag ==")
     ft_cfg = FinetuneConfig(**{**DEMO_FINETUNE, **(finetune or {})})
     ft = run_finetune(workdir / "data", workdir / "model", workdir / "ranker", ft_cfg,
@@ -101,6 +111,37 @@ def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, see
             "serve": answer, "seconds": seconds}
 
 
+def _fresh_workdir(workdir: Path) -> None:
+    """Create ``workdir`` with the demo's marker, replacing only a directory that carries it."""
+    if (workdir / MARKER).exists():
+        shutil.rmtree(workdir)
+    elif workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+        raise DataError("the demo's directory exists, is not empty and was not made by "
+                        "`argus demo`", path=workdir,
+                        fix="pass --workdir with a new or empty directory, or remove this one")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by `argus demo`, which replaces this directory\n")
+
+
+def _feedback_note(results: dict, data: PreparedData) -> str:
+    """The feedback AUCs beside the test day's likes and dislikes they rest on: at the demo's
+    size a handful, so the AUCs are noise, and the note keeps them from reading as a bug."""
+    parts = []
+    for signal in ("like", "dislike"):
+        if f"AUC/{signal}" in results and signal in data.feedback_fields:
+            n = sum(int(np.sum((np.asarray(s.events["split"]) == TEST)
+                               & (np.asarray(s.events[f"fb_{signal}"]) == 1)))
+                    for s in data.shards)
+            auc = results[f"AUC/{signal}"]
+            shown = "n/a" if math.isnan(auc) else f"{auc:.2f}"  # NaN: no such event in test
+            parts.append(f"{signal} AUC {shown} on {n:,} {signal}{'' if n == 1 else 's'}")
+    if not parts:
+        return ""
+    return (f"   {', '.join(parts)} in the test day: noise at the demo's size\n"
+            "   (docs/benchmarks.md, \"Pretraining on the long-history simulator\", has a "
+            "larger run)")
+
+
 def _one_request(snapshots: Path, model_run: Path) -> dict:
     """Start the service on a free loopback port, ask for one user's top 10, stop it."""
     import json
@@ -123,8 +164,6 @@ def _one_request(snapshots: Path, model_run: Path) -> dict:
         deadline = time.time() + 30
         while not server.started and time.time() < deadline:
             time.sleep(0.05)
-        from argusrec.sequences import PreparedData
-
         user = PreparedData(snapshots.parent / "data").users()["user"][0]
         url = f"http://127.0.0.1:{port}/v1/users/{user}/recommendations?k=10&exclude_seen=true"
         with urllib.request.urlopen(url, timeout=30) as response:

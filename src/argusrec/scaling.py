@@ -13,6 +13,7 @@ and values over the causal half of the window, plus the heads and the next-item 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.model import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 def flops_per_token(cfg: ModelConfig, *, negatives: int = 3072, feedback_signals: int = 3
@@ -90,7 +93,7 @@ def run_scaling(data: str | Path, out: str | Path, cfg: ScalingConfig | None = N
             "model.hash_table_size": 524_288, **{f"model.{k}": v for k, v in size.items()
                                                  if k not in ("d_model", "n_layers")}})
         if progress:
-            print(f"== {name}: {steps} steps of {cfg.batch_size} x {cfg.max_len} ==", flush=True)
+            log.info("== %s: %d steps of %d x %d ==", name, steps, cfg.batch_size, cfg.max_len)
         run_dir = out / name
         started = time.perf_counter()
         summary = pretrain(data, run_dir, TrainConfig(**fields), progress=progress)

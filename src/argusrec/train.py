@@ -219,9 +219,11 @@ def _set_rng_state(state: dict) -> None:
 
 # Fields `--resume` may change: they do not alter what was trained so far. Everything else
 # comes from the run's saved config.
+# The topology ones (parallel, accumulation) let a run saved on N ranks resume on M.
 RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
              "keep_checkpoints", "log_every", "threads", "num_workers", "device",
-             "eval_max_users")
+             "eval_max_users", "parallel", "activation_checkpointing", "compile",
+             "optim.grad_accum")
 
 
 def resume_config(out: Path, given: TrainConfig | None) -> TrainConfig:
@@ -230,17 +232,27 @@ def resume_config(out: Path, given: TrainConfig | None) -> TrainConfig:
     saved = TrainConfig(**Checkpoint.open(out).config["train"])
     if given is None:
         return saved
-    changed = {name for name in TrainConfig.model_fields
-               if getattr(given, name) != getattr(saved, name)}
+    old, new = _flat(saved.model_dump()), _flat(given.model_dump())
+    changed = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
     refused = sorted(changed - set(RESUMABLE))
     if refused:
         raise DataError(
             "--resume continues the run as it was saved; these options differ from it: "
-            + ", ".join(f"{n} ({getattr(saved, n)!r} saved, {getattr(given, n)!r} given)"
-                        for n in refused), path=out,
-            fix="leave them out (the saved config is used), or start a new run, e.g. with "
-                "--init-from to begin from this one's weights")
-    return saved.model_copy(update={n: getattr(given, n) for n in changed})
+            + ", ".join(f"{n} ({old.get(n)!r} saved, {new.get(n)!r} given)" for n in refused),
+            path=out, fix="leave them out (the saved config is used), or start a new run, "
+            "e.g. with --init-from to begin from this one's weights")
+    return TrainConfig(**apply_overrides(saved.model_dump(), {n: new[n] for n in changed}))
+
+
+def _flat(fields: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; ``model`` overrides stay one value."""
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, dict) and key != "model":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def warm_start(model: ArgusModel, run: str | Path, data: PreparedData) -> None:

@@ -193,8 +193,8 @@ def adapt_state(state: dict[str, torch.Tensor], old: Vocabulary, new: Vocabulary
         mapping = item_map(old.items, new.items)
         state[key] = _gather(trained, mapping, trained[1:].mean(0) if len(trained) > 1
                              else trained[0])
-    if "items.content_proj.weight" in state and "items.content_proj.weight" in target and \
-            state["items.content_proj.weight"].shape != target["items.content_proj.weight"].shape:
+    key = "items.content_proj.weight"  # (D, E)
+    if key in state and key in target and state[key].shape[1] != target[key].shape[1]:
         raise DataError("the item content vectors of the new data have another width than "
                         "the model's", fix="use the same item embeddings as in training")
     if model.context is not None:
