@@ -49,6 +49,22 @@ def run_child(argv: list[str]) -> dict:
             "stdout": proc.stdout, "stderr": proc.stderr}
 
 
+_SHIM = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+         "print('ARGUS_PEAK_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+         "file=sys.stderr); sys.exit(code)")
+
+
+def run_own_peak(argv: list[str]) -> dict:
+    """:func:`run_child`, with the peak RSS of this command alone (not the largest child so
+    far): the command runs under a small shim process that reports its own child's peak."""
+    out = run_child([sys.executable, "-c", _SHIM, *argv])
+    lines = out["stderr"].splitlines()
+    peak = [int(x.split()[1]) for x in lines if x.startswith("ARGUS_PEAK_KIB")]
+    out["peak_rss_gb"] = peak[-1] / 2**20 if peak else float("nan")
+    out["stderr"] = "\n".join(x for x in lines if not x.startswith("ARGUS_PEAK_KIB"))
+    return out
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import polars as pl
-from _common import markdown_table, run_child, write_json
+from _common import markdown_table, run_child, run_own_peak, write_json
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
 DAY = 86_400
@@ -57,7 +57,7 @@ def split_log(events: Path, work: Path) -> tuple[Path, Path, Path]:
 
 
 def timed(name: str, argv: list[str], rows: list, results: dict, events: int) -> dict:
-    out = run_child(argv)
+    out = run_own_peak(argv)
     print(out["stdout"].strip(), flush=True)
     results[name] = {"seconds": round(out["seconds"], 2), "events_read": events,
                      "events_per_second": round(events / out["seconds"]),
@@ -126,6 +126,9 @@ def main() -> None:
                         help="scratch directory (about 4 GB at 10K users)")
     parser.add_argument("--events-dir", type=Path, default=None,
                         help="an existing simulated log instead of simulating one")
+    parser.add_argument("--events-scale", type=float, default=None,
+                        help="the simulator's events_scale (1.0: Yambda-50M, 48M events at "
+                        "10K users; default the simulator's 0.1)")
     parser.add_argument("--steps", type=int, default=30, help="training steps of the model")
     parser.add_argument("--ef-construction", type=int, default=40,
                         help="HNSW build width of both exports (the build dominates export)")
@@ -136,9 +139,15 @@ def main() -> None:
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    events = args.events_dir or work / f"sim-{args.users}"
+    scale = f"-x{args.events_scale:g}" if args.events_scale else ""
+    events = args.events_dir or work / f"sim-{args.users}{scale}"
     if args.events_dir is None and not (events / "multi_event.parquet").exists():
-        print(run_child([ARGUS, "simulate", str(events), "--users", str(args.users),
+        extra = []
+        if args.events_scale:
+            config = work / "simulator.yaml"
+            config.write_text(f"events_scale: {args.events_scale}\n")
+            extra = ["--config", str(config)]
+        print(run_child([ARGUS, "simulate", str(events), "--users", str(args.users), *extra,
                          "--quiet"])["stdout"].strip(), flush=True)
     base_log, day_log, whole = split_log(events, work)
     count = {name: pl.scan_parquet(p / "multi_event.parquet").select(pl.len()).collect().item()
@@ -191,7 +200,7 @@ def main() -> None:
         load.thread.start()
         time.sleep(5)
         started = time.perf_counter()
-        day2 = run_child([ARGUS, "export", str(run), str(snaps), "--data",
+        day2 = run_own_peak([ARGUS, "export", str(run), str(snaps), "--data",
                           str(work / "data-2"), "--label", "day2", *hnsw])
         print(day2["stdout"].strip(), flush=True)
         export_seconds = time.perf_counter() - started

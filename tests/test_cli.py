@@ -133,3 +133,27 @@ def test_cli_shows_the_library_progress_log_once(tmp_path, capsys):
     assert sum(isinstance(h, _Stderr) for h in handlers) == 1
     logging.getLogger("argusrec.bench").info("== a run ==")
     assert capsys.readouterr().err == "== a run ==\n"
+
+
+def test_resume_and_init_from_on_the_command_line(sim_data, tmp_path):
+    """--resume takes the saved config (a forgotten --config changes nothing); a flag that
+    would change what was trained is refused; --init-from starts from another run."""
+    run = str(tmp_path / "run")
+    first = runner.invoke(app, ["pretrain", str(sim_data), run, "--max-steps", "2",
+                                "--batch-size", "4", "--lr", "0.003", "--quiet"])
+    assert first.exit_code == 0, first.output
+    done = runner.invoke(app, ["pretrain", str(sim_data), run, "--resume", "--quiet"])
+    assert done.exit_code == 2 and "already complete" in done.output
+    refused = runner.invoke(app, ["pretrain", str(sim_data), run, "--resume", "--lr", "0.1",
+                                  "--max-steps", "3", "--quiet"])
+    assert refused.exit_code == 2 and "optim.lr" in refused.output
+    assert "Traceback" not in refused.output
+    more = runner.invoke(app, ["pretrain", str(sim_data), run, "--resume", "--max-steps", "3",
+                               "--quiet"])
+    assert more.exit_code == 0 and "step 3" in more.output, more.output
+    warm = runner.invoke(app, ["pretrain", str(sim_data), str(tmp_path / "warm"),
+                               "--init-from", run, "--max-steps", "1", "--quiet"])
+    assert warm.exit_code == 0, warm.output
+    saved = json.loads((tmp_path / "warm" / "checkpoints" / "step-00000001" /
+                        "config.json").read_text())
+    assert saved["train"]["batch_size"] == 4 and saved["train"]["optim"]["lr"] == 0.003

@@ -217,6 +217,9 @@ def test_three_days(log, tmp_path):
         second = export(tmp_path / "model-1", tmp_path / "snaps", data=tmp_path / "data-2",
                         label="day2", lag=0, progress=False)
         assert second.new_items == two.new_items and second.new_users == two.new_users
+        # the day-1 model evaluates on the day-2 dataset (its test day is the new one)
+        assert evaluate(tmp_path / "model-1", tmp_path / "data-2", ks=(10,),
+                        progress=False)["count"] > 0
         load.wait_for("day2")
         data2 = PreparedData(tmp_path / "data-2")
         old_users = set(PreparedData(tmp_path / "data-1").users()["user"].to_list())

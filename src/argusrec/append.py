@@ -154,9 +154,9 @@ def merge_shard(old: Shard, new: dict[str, np.ndarray] | None,
                                     else np.full(count, fill, dtype=dtype)
                                     for (_, _, ev), count in zip(parts, n)])
               for name, (dtype, fill) in columns.items()}
-    source = np.repeat(np.arange(len(parts)), n)
-    sequence = np.concatenate([np.arange(count) for count in n])
-    order = np.lexsort((sequence, source, merged["timestamp"], owner))
+    # each part is already in (owner, time) order and the base comes first, so a stable sort
+    # by (owner, time) keeps a tie's base event first and every part's own order
+    order = np.lexsort((merged["timestamp"], owner))
     if bounds.get("test_end") is not None:
         order = order[merged["timestamp"][order] < bounds["test_end"]]
     owner = owner[order]

@@ -64,6 +64,11 @@ def export(
                f"({summary.users_without_history:,} without history before the cut-off) "
                f"as of {summary.as_of} with lag {summary.lag}s in {summary.seconds:.1f}s "
                f"({stages}); {summary.bytes / 2**20:,.1f} MiB -> {summary.out}")
+    if summary.new_items or summary.new_users:
+        typer.echo(f"new since the model was trained: {summary.new_items:,} items (vectors "
+                   f"from the {'hashed' if summary.item_embedding == 'hashed' else 'exact'} "
+                   f"item embedding's rule, see docs/deployment.md), {summary.new_users:,} "
+                   "users")
     if summary.pruned:
         typer.echo(f"pruned {len(summary.pruned)} older snapshot(s): "
                    + ", ".join(summary.pruned))

@@ -31,7 +31,7 @@ from argusrec.loader import collate
 from argusrec.sequences import GAP, PreparedData
 from argusrec.retention import check_keep, prune_snapshots
 from argusrec.snapshot import DAY, write_snapshot
-from argusrec.vocab import Vocabulary
+from argusrec.vocab import Vocabulary, id_text
 
 RECOMMENDATION = "recommendation"  # the is_organic value of recommender traffic
 
@@ -170,6 +170,7 @@ class ExportSummary:
     stage_seconds: dict
     new_items: int = 0
     new_users: int = 0
+    item_embedding: str = "exact"  # hashed or exact: how items new since training got vectors
     pruned: list[str] = field(default_factory=list)
 
 
@@ -207,7 +208,7 @@ def _user_batches(model, data: PreparedData, cutoff: int, as_of: int, serving: S
                 gaps.append(as_of - int(ts[mine[-1]]))
             vectors = encode_histories(model, samples, np.asarray(gaps), serving)
             bar.update(len(chosen))
-            yield [str(users[int(shard.users[j])]) for j in chosen], vectors, seen
+            yield [id_text(users[int(shard.users[j])]) for j in chosen], vectors, seen
     bar.close()
 
 
@@ -330,4 +331,4 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
                          seconds=time.perf_counter() - started, bytes=size,
                          stage_seconds={k: round(v, 2) for k, v in stages.items()},
                          new_items=new["items"], new_users=new.get("users", 0),
-                         pruned=pruned)
+                         item_embedding=model.items.kind, pruned=pruned)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.errors import DataError
 from argusrec.runtime import HistoryEncoder
+from argusrec.vocab import id_text
 from argusrec.snapshot import Snapshot, latest_label
 
 log = logging.getLogger("argusrec.serve")
@@ -251,7 +252,8 @@ class Service:
 
 # -- the app ----------------------------------------------------------------------------------
 def _items(snap: Snapshot, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-    return [{"item_id": i, "score": float(s)} for i, s in zip(snap.ids_of(rows), scores)]
+    return [{"item_id": id_text(i) if isinstance(i, bytes) else i, "score": float(s)}
+            for i, s in zip(snap.ids_of(rows), scores)]
 
 
 def create_app(snapshots_root: str | Path, *, model_run: str | Path | None = None,

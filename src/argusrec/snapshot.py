@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from argusrec import __version__
 from argusrec.errors import DataError
 from argusrec.retention import check_keep, prune_snapshots, remove_snapshot
-from argusrec.vocab import Vocabulary
+from argusrec.vocab import Vocabulary, id_text
 
 SNAPSHOT_VERSION = 2  # 2: the id map and vocabulary in vocab/
 DAY = 86_400
@@ -445,7 +445,7 @@ class Snapshot:
             order = np.argsort(self.item_ids, kind="stable")
             self._sorted = (self.item_ids[order], order)
         else:
-            self._by_id = {str(v): r for r, v in enumerate(self.item_ids.tolist())}
+            self._by_id = {id_text(v): r for r, v in enumerate(self.item_ids.tolist())}
         info = manifest["users"]
         if info["backend"] == "lmdb":
             self.users = LmdbUsers(path / info["path"])
@@ -505,7 +505,8 @@ class Snapshot:
                 hit = keys[at] == asked
                 found[np.flatnonzero(valid)] = np.where(hit, order[at], -1)
         else:
-            found = np.asarray([self._by_id.get(str(x), -1) for x in item_ids], dtype=np.int64)
+            found = np.asarray([self._by_id.get(id_text(x), -1) for x in item_ids],
+                               dtype=np.int64)
         missing = [x for x, r in zip(item_ids, found) if r < 0]
         return found[found >= 0], missing
 
@@ -514,12 +515,13 @@ class Snapshot:
 
     # -- users -------------------------------------------------------------------------------
     def user_vector(self, user_id: str) -> np.ndarray | None:
-        """(U,) stored vector of a user (original id as text); None for an unknown user."""
-        return self.users.vector(str(user_id))
+        """(U,) stored vector of a user (its original id, or that id as text: hex for binary
+        ids); None for an unknown user."""
+        return self.users.vector(id_text(user_id))
 
     def seen(self, user_id: str) -> np.ndarray:
         """Rows of the items the user interacted with by the cut-off."""
-        return self.users.seen(str(user_id))
+        return self.users.seen(id_text(user_id))
 
     # -- search ------------------------------------------------------------------------------
     def recommend(self, vector: np.ndarray, k: int, *, exclude: np.ndarray | None = None,

@@ -126,6 +126,12 @@ class Vocabulary:
         return out
 
 
+def id_text(value) -> str:
+    """An original id as text: the user store's key and the id's JSON form over HTTP. Integers
+    and strings as themselves, binary ids in hex."""
+    return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard-link a file tree (no extra space on one file system), copying where links fail."""
     target.mkdir(parents=True, exist_ok=True)
