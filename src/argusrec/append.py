@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -32,12 +33,14 @@ from tqdm.auto import tqdm
 
 from argusrec.errors import DataError
 from argusrec.events import ITEM, TIMESTAMP, USER, EventLog, feedback_kind
-from argusrec.prepare import (PrepareConfig, PrepareSummary, _attach_item_features, _Encoder,
-                              _partition,
-                              _ShardStats, _split_boundaries, _vocabularies, clean_bucket,
-                              finish_dataset)
 from argusrec.readers import source_name
 from argusrec.sequences import GAP, TEST, TRAIN, VAL, PreparedData, Shard
+from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _partition,
+                             _ShardStats, _split_boundaries, _vocabularies, clean_bucket,
+                             finish_dataset)
+
+if TYPE_CHECKING:  # only for annotations: argusrec.prepare imports this module
+    from argusrec.prepare import PrepareConfig
 
 ROUTE = "_route"
 

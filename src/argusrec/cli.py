@@ -438,7 +438,9 @@ def evaluate(
 @_friendly
 def finetune(
     data: Annotated[Path, typer.Argument(help="A prepared dataset (`argus prepare`).")],
-    pretrained: Annotated[Path, typer.Argument(help="A run or checkpoint of `argus pretrain`.")],
+    pretrained: Annotated[Path, typer.Argument(
+        help="A run or checkpoint of `argus pretrain`, or of `argus finetune` to warm-start "
+        "(e.g. yesterday's ranker on today's dataset).")],
     out: Annotated[Path, typer.Argument(help="Run directory of the fine-tuned model.")],
     config: Annotated[Optional[Path], typer.Option(
         help="YAML with FinetuneConfig fields (lag, pairs:, lr, ...); flags win." + _SHIPPED)]
@@ -476,7 +478,12 @@ def finetune(
     before its time minus --lag. The loss is logistic over pairs of one user's impressions in a
     session that got different feedback, weighted by the grade difference (like vs skip weighs
     more than listen vs skip). Prints PairAccuracy on the validation or test period at the end.
+
+    PRETRAINED may have been trained on an older dataset: new items get rows in the item table.
+    When it is itself a fine-tuned run, its fine-tuning config is the base (flags and --config
+    override it).
     """
+    from argusrec.checkpoint import Checkpoint
     from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run
     from argusrec.train import apply_overrides
 
@@ -489,7 +496,8 @@ def finetune(
         flags.update({"pairs.pair_within": "window", "pairs.pair_window": pair_window})
     if from_scratch:
         flags["from_scratch"] = True
-    cfg = FinetuneConfig(**apply_overrides(_load_yaml(config), flags))
+    start = Checkpoint.open(pretrained).finetune or {}
+    cfg = FinetuneConfig(**apply_overrides({**start, **_load_yaml(config)}, flags))
     summary = run(data, pretrained, out, cfg, progress=not quiet)
     typer.echo(f"fine-tuned {summary.steps} steps over {summary.examples:,} windows with "
                f"{summary.impressions:,} impressions ({summary.pairs_seen:,} pairs seen), "

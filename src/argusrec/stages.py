@@ -1,0 +1,482 @@
+"""The stages of `argus prepare` that preparing a log and appending a day share.
+
+argusrec.prepare (a whole log) and argusrec.append (a day merged into a dataset) are both made
+of these steps, in this order: partition the events into buckets by user (``_partition``),
+find the split's boundaries (``_split_boundaries``) and the id vocabularies
+(``_vocabularies``, ``Vocabularies.keeping`` for a base dataset's codes), clean each bucket
+(``clean_bucket``: validate, sort, duplicates, reactions), encode it into shard arrays
+(``_Encoder``), write it (``_ShardStats.write``), and write the tables and meta.json
+(``finish_dataset``). Configs are argusrec.prepare's ``PrepareConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from argusrec import __version__
+from argusrec.errors import DataError
+from argusrec.events import EVENT_TYPE, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
+from argusrec.readers import check_events, duplicate_error, find_duplicates
+from argusrec.sequences import FORMAT_VERSION, GAP, TEST, TRAIN, VAL, PreparedData, write_shard
+
+if TYPE_CHECKING:  # only for annotations: argusrec.prepare imports this module
+    from argusrec.prepare import PrepareConfig, SplitConfig
+
+BUCKET = "_bucket"
+HISTOGRAM_BINS = 1 << 20
+NEGATIVE_EVENT_TYPES = ("dislike", "unlike", "undislike")
+
+
+@dataclass
+class PrepareSummary:
+    """What `prepare` wrote."""
+
+    out: str
+    events: int
+    users: int
+    items: int
+    split_events: dict[str, int]
+    dropped_events: int
+    duplicates_dropped: int
+    shards: int
+    seconds: float
+    boundaries: dict[str, int | None] = field(default_factory=dict)
+    reactions_merged: int = 0
+    read_events: int | None = None  # events read from the source (append: the new ones)
+    new_users: int | None = None  # with a base: users and items it did not have
+    new_items: int | None = None
+
+    @property
+    def events_per_second(self) -> float:
+        """Input events read per second."""
+        read = self.read_events if self.read_events is not None else (
+            self.events + self.dropped_events)
+        return read / max(self.seconds, 1e-9)
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _polars_error(log: EventLog, error: Exception) -> DataError:
+    """A polars failure while streaming the input (a value that does not parse, say)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(f"could not read the input: {first}",
+                     path=", ".join(log.sources[:3]) + (" ..." if len(log.sources) > 3 else ""),
+                     fix="check that every row has the format's columns and types")
+
+
+@dataclass
+class Vocabularies:
+    """The id maps of a dataset being prepared: users (index 0..U-1, user), items (index
+    1..V, item), event type names (code i + 1) and context values per field (code i + 1)."""
+
+    users: pl.DataFrame
+    items: pl.DataFrame
+    event_types: list[str]
+    context: dict[str, list]
+
+    def keeping(self, base: PreparedData) -> "Vocabularies":
+        """These vocabularies with ``base``'s codes kept for everything it has, and the rest
+        coded after them (``argus prepare --base``): a model trained on ``base`` and the
+        snapshots exported from it keep meaning the same rows."""
+        fields = base.meta["fields"]
+        context = {name: list(values) for name, values in self.context.items()}
+        for name, f in fields["context"].items():
+            old = list(f.get("values", []))
+            context[name] = old + [v for v in context.get(name, []) if v not in set(old)]
+        types = list(fields["event_types"])
+        return Vocabularies(
+            users=_extend_ids(base.users().select("index", USER), self.users, USER, base.path,
+                              start=0),
+            items=_extend_ids(base.items().select("index", ITEM), self.items, ITEM, base.path,
+                              start=1),
+            event_types=types + [t for t in self.event_types if t not in set(types)],
+            context=context)
+
+
+def _vocabularies(kept: pl.LazyFrame, log: EventLog) -> Vocabularies:
+    """Sorted unique users, items, event types and context values of the kept events."""
+    string_contexts = [c for c in log.context if c != IS_ORGANIC]
+    queries = [kept.select(pl.col(USER).unique().sort()),
+               kept.select(pl.col(ITEM).unique().sort()),
+               kept.select(pl.col(EVENT_TYPE).unique().sort())]
+    queries += [kept.select(pl.col(c).drop_nulls().unique().sort()) for c in string_contexts]
+    users, items, event_types, *context_values = pl.collect_all(queries)
+    context = {IS_ORGANIC: ["organic", "recommendation"]} if IS_ORGANIC in log.context else {}
+    context.update({c: v[c].to_list() for c, v in zip(string_contexts, context_values)})
+    return Vocabularies(
+        users=users.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32)),
+        items=items.with_row_index("index", offset=1).with_columns(
+            pl.col("index").cast(pl.Int32)),
+        event_types=[v for v in event_types[EVENT_TYPE].to_list() if v is not None],
+        context=context)
+
+
+def _extend_ids(old: pl.DataFrame, new: pl.DataFrame, column: str, where: Path, *,
+                start: int) -> pl.DataFrame:
+    """``old``'s (index, id) rows, then the ids of ``new`` it lacks with the next indices."""
+    if old[column].dtype != new[column].dtype:
+        try:
+            new = new.with_columns(pl.col(column).cast(old[column].dtype, strict=True))
+        except pl.exceptions.PolarsError:
+            raise DataError(f"the base dataset's {column} ids are {old[column].dtype}, this "
+                            f"log's are {new[column].dtype}", path=where,
+                            fix=f"map the same {column} column as when the base was prepared")
+    old = old.sort("index").with_columns(pl.col("index").cast(pl.Int32))
+    if old["index"].to_list() != list(range(start, start + len(old))):
+        raise DataError(f"the base dataset's {column} indices are not contiguous", path=where,
+                        fix="use a dataset written by `argus prepare` as --base")
+    fresh = new.select(column).join(old.select(column), on=column, how="anti",
+                                    maintain_order="left")
+    fresh = fresh.with_row_index("index", offset=start + len(old)).with_columns(
+        pl.col("index").cast(pl.Int32))
+    return pl.concat([old, fresh.select("index", column)])
+
+
+def _partition(log: EventLog, tmp: Path, config: PrepareConfig, progress: bool,
+               key: pl.Expr | None = None, n_buckets: int | None = None) -> tuple[int, Path]:
+    """Sink the log into ``tmp/_buckets``, one directory per bucket of ``key`` (default a hash
+    of the user id into enough buckets of ``shard_events``); (events, directory)."""
+    try:
+        total = int(log.frame.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError as e:
+        raise _polars_error(log, e) from None
+    if total == 0:
+        raise DataError("no events", path=log.sources[0], fix="check the input file")
+    n_buckets = n_buckets or max(1, math.ceil(total / config.shard_events))
+    buckets = tmp / "_buckets"
+    _say(progress, f"prepare: {total:,} events from {len(log.sources)} file(s) ({log.format}); "
+         f"partitioning into {n_buckets} shard(s)")
+    key = key if key is not None else pl.col(USER).hash(seed=17) % n_buckets
+    try:
+        (log.frame.with_columns(key.alias(BUCKET))
+         .sink_parquet(pl.PartitionBy(buckets, key=BUCKET, include_key=False),
+                       compression="lz4", mkdir=True))
+    except pl.exceptions.PolarsError as e:
+        raise _polars_error(log, e) from None
+    return total, buckets
+
+
+def clean_bucket(df: pl.DataFrame, log: EventLog, config: PrepareConfig,
+                 stats: "_ShardStats") -> pl.DataFrame:
+    """One bucket validated, sorted by (user, time, input order), duplicates handled and
+    reactions merged (counted in ``stats``)."""
+    check_events(df, log)
+    df = df.sort([USER, TIMESTAMP, SOURCE, ROW])
+    if config.on_duplicate != "keep":
+        before = len(df)
+        df = _handle_duplicates(df, log, config.on_duplicate)
+        stats.duplicates_dropped += before - len(df)
+    if config.merge_reactions:
+        df, merged = merge_reactions(df, log)
+        stats.reactions_merged += merged
+    return df
+
+
+class _ShardStats:
+    """Shards written so far, with the counts that the items table and meta.json need."""
+
+    def __init__(self, n_items: int) -> None:
+        self.train_count = np.zeros(n_items + 1, dtype=np.int64)
+        self.train_positive = np.zeros(n_items + 1, dtype=np.int64)
+        self.split_events = np.zeros(4, dtype=np.int64)
+        self.shards: list[dict] = []
+        self.user_tables: list[pl.DataFrame] = []
+        self.duplicates_dropped = self.reactions_merged = 0
+
+    def write(self, tmp: Path, arrays: dict[str, np.ndarray], user_table: pl.DataFrame,
+              number: int | None = None) -> None:
+        if len(user_table) == 0:
+            return
+        number = len(self.shards) if number is None else number
+        directory = f"shards/{number:05d}"
+        write_shard(tmp / directory, arrays)
+        self.shards.append({"dir": directory, "users": len(user_table),
+                            "events": int(len(arrays["item"]))})
+        self.user_tables.append(user_table.with_columns(
+            pl.lit(len(self.shards) - 1, dtype=pl.Int32).alias("shard")))
+        train = arrays["split"] == TRAIN
+        n = len(self.train_count)
+        self.train_count += np.bincount(arrays["item"][train], minlength=n)
+        self.train_positive += np.bincount(arrays["item"][train & arrays["positive"]],
+                                           minlength=n)
+        self.split_events += np.bincount(arrays["split"], minlength=4)[:4]
+
+
+def finish_dataset(tmp: Path, config: PrepareConfig, stats: _ShardStats, users: pl.DataFrame,
+                   items: pl.DataFrame, fields: dict, bounds: dict, total: int,
+                   source_meta: dict) -> PrepareSummary:
+    """Write users.parquet, items.parquet and meta.json for the shards in ``stats``. Users of
+    ``users`` without events (a base dataset's, absent from this log) keep their rows, with
+    shard and offset -1 and no events."""
+    user_table = pl.concat(stats.user_tables).sort("index")
+    absent = users.join(user_table.select("index"), on="index", how="anti")
+    if len(absent):
+        none = pl.lit(0, dtype=pl.Int32)
+        user_table = pl.concat([user_table, absent.select(
+            pl.col("index").cast(pl.Int32), pl.col(USER).cast(user_table[USER].dtype),
+            pl.lit(-1, dtype=pl.Int32).alias("shard"), pl.lit(-1, dtype=pl.Int32).alias("offset"),
+            *[none.alias(c) for c in ("n_events", "n_train", "n_val", "n_test")])]
+        ).sort("index")
+    user_table.write_parquet(tmp / "users.parquet")
+    items.write_parquet(tmp / "items.parquet")
+    stored = int(stats.split_events.sum())
+    split_names = {"train": TRAIN, "val": VAL, "test": TEST, "gap": GAP}
+    split_events = {name: int(stats.split_events[code]) for name, code in split_names.items()}
+    dropped = total - stats.duplicates_dropped - stats.reactions_merged - stored
+    summary = PrepareSummary(
+        out=str(tmp), events=stored, users=len(user_table), items=len(items),
+        split_events=split_events, dropped_events=dropped,
+        duplicates_dropped=stats.duplicates_dropped, shards=len(stats.shards), seconds=0.0,
+        reactions_merged=stats.reactions_merged, boundaries=bounds)
+    fields = dict(fields)
+    fields["context"] = {name: {"cardinality": len(values) + 1, "values": values}
+                         for name, values in fields["context"].items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "argusrec_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source_meta,
+        "config": config.model_dump(),
+        "counts": {"events": stored, "users": len(user_table), "items": len(items),
+                   "input_events": total, "dropped_events": dropped,
+                   "duplicates_dropped": stats.duplicates_dropped,
+                   "reactions_merged": stats.reactions_merged,
+                   "split_events": split_events,
+                   "split_users_with_targets": {
+                       name: int((user_table[f"n_{name}"] > 0).sum())
+                       for name in ("train", "val", "test")}},
+        "split": {"kind": config.split.kind, "codes": split_names, **bounds},
+        "fields": fields,
+        "positive_rule": {"min_played_ratio": config.min_played_ratio,
+                          "min_rating": config.min_rating,
+                          "negative_event_types": list(NEGATIVE_EVENT_TYPES)},
+        "shards": stats.shards,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return summary
+
+
+def _split_boundaries(scan: pl.LazyFrame, split: SplitConfig, total: int) -> dict:
+    """Timestamps that divide train / val / gap / test for a temporal split."""
+    if split.kind == "leave-one-out":
+        return {}
+    stats = scan.select(pl.col(TIMESTAMP).min().alias("lo"),
+                        pl.col(TIMESTAMP).max().alias("hi")).collect().row(0, named=True)
+    lo, hi = stats["lo"], stats["hi"]
+    if lo is None:
+        raise DataError("the timestamp column has no values", column=TIMESTAMP)
+    cutoff = split.cutoff
+    if cutoff is None and split.test_duration is not None:
+        cutoff = hi + 1 - split.test_duration - split.gap
+    elif cutoff is None:
+        # Exact to one histogram bin: the first bin edge after which at most test_fraction of
+        # the events remain. Streaming, so it works for logs larger than memory.
+        width = max(1, math.ceil((hi - lo + 1) / HISTOGRAM_BINS))
+        hist = (scan.group_by(((pl.col(TIMESTAMP) - lo) // width).alias("bin")).len()
+                .sort("bin").collect())
+        after = total - np.cumsum(hist["len"].to_numpy())
+        first = int(np.argmax(after <= split.test_fraction * total))
+        cutoff = lo + (int(hist["bin"][first]) + 1) * width
+    test_start = cutoff + split.gap
+    test_end = None if split.test_duration is None else test_start + split.test_duration
+    if cutoff <= lo or test_start > hi:
+        raise DataError(
+            f"the temporal split leaves no training or no test events (timestamps run "
+            f"{lo}..{hi}; train ends at {cutoff}, test starts at {test_start})",
+            column=TIMESTAMP, fix="choose a cut-off inside the log's time range")
+    return {"time_min": lo, "time_max": hi, "val_start": cutoff - split.val_duration,
+            "train_end": cutoff, "test_start": test_start, "test_end": test_end}
+
+
+def _positive(log: EventLog, config: PrepareConfig) -> pl.Expr:
+    """Whether an event is a positive interaction (the target set of SASRec-style training)."""
+    rule = pl.when(pl.col(EVENT_TYPE).is_in(list(NEGATIVE_EVENT_TYPES))).then(False)
+    if "dislike" in log.feedback:
+        rule = rule.when(pl.col("dislike") == 1).then(False)
+    if "skip" in log.feedback:
+        rule = rule.when(pl.col("skip") == 1).then(False)
+    if "like" in log.feedback:
+        rule = rule.when(pl.col("like") == 1).then(True)
+    if "played_ratio" in log.feedback:
+        rule = rule.when(pl.col("played_ratio").is_not_null()).then(
+            pl.col("played_ratio") >= config.min_played_ratio)
+    if "rating" in log.feedback and config.min_rating is not None:
+        rule = rule.when(pl.col("rating").is_not_null()).then(
+            pl.col("rating") >= config.min_rating)
+    if "like" in log.feedback:
+        # "not liked" decides only when nothing stronger does (a 0/1 column in a table); a
+        # listen's merged like = 0 leaves it to the listen fraction above
+        rule = rule.when(pl.col("like") == 0).then(False)
+    return rule.otherwise(True)
+
+
+def merge_reactions(df: pl.DataFrame, log: EventLog) -> tuple[pl.DataFrame, int]:
+    """Move like / dislike events onto the listens they react to; (frame, reactions merged).
+
+    ``df`` is one bucket sorted by (user, timestamp, input order). A reaction attaches to the
+    user's latest listen of the same item at or before it (an as-of join); reactions with no
+    such listen stay as events. Listens then carry like / dislike = 1 or 0, which is what the
+    feedback head should predict for a listen (ARGUS, "feedback prediction").
+    """
+    signals = [f for f in ("like", "dislike") if f in log.feedback]
+    ordered = df.with_row_index("_pos")
+    listens = ordered.filter(pl.col(EVENT_TYPE) == "listen").select(
+        USER, ITEM, TIMESTAMP, pl.col("_pos").alias("_listen"))
+    reactions = ordered.filter(pl.col(EVENT_TYPE).is_in(signals)).select(
+        "_pos", USER, ITEM, TIMESTAMP, EVENT_TYPE)
+    if len(listens) == 0 or len(reactions) == 0:
+        return df, 0
+    matched = (reactions.sort(TIMESTAMP)
+               .join_asof(listens.sort(TIMESTAMP), on=TIMESTAMP, by=[USER, ITEM],
+                          strategy="backward", check_sortedness=False)  # both sorted above
+               .filter(pl.col("_listen").is_not_null()))
+    is_listen = pl.col(EVENT_TYPE) == "listen"
+    updates = []
+    for name in signals:
+        hit = matched.filter(pl.col(EVENT_TYPE) == name)["_listen"].implode()
+        updates.append(pl.when(is_listen & pl.col("_pos").is_in(hit)).then(1.0)
+                       .when(is_listen).then(0.0).otherwise(pl.col(name))
+                       .cast(pl.Float32).alias(name))
+    out = (ordered.with_columns(updates)
+           .filter(~pl.col("_pos").is_in(matched["_pos"].implode())).drop("_pos"))
+    return out, len(matched)
+
+
+def _handle_duplicates(df: pl.DataFrame, log: EventLog, policy: str) -> pl.DataFrame:
+    """Raise on exact duplicate events, or drop the repeats (the first copy stays).
+
+    ``df`` is sorted by (user, timestamp, ...), so exact duplicates lie inside runs of equal
+    (user, timestamp): only those rows go through the full row comparison, which otherwise
+    costs a hash of every column of every row.
+    """
+    same = (pl.col(USER) == pl.col(USER).shift(1)) & (
+        pl.col(TIMESTAMP) == pl.col(TIMESTAMP).shift(1))
+    candidates = df.filter(same.fill_null(False) | same.shift(-1).fill_null(False))
+    duplicates = find_duplicates(candidates, log)
+    if len(duplicates) == 0:
+        return df
+    if policy == "error":
+        raise duplicate_error(duplicates, log)
+    repeats = duplicates.select(SOURCE, ROW)
+    return df.join(repeats, on=[SOURCE, ROW], how="anti", maintain_order="left")
+
+
+class _Encoder:
+    """Turns one sorted bucket into shard arrays and its rows of the users table."""
+
+    def __init__(self, log: EventLog, config: PrepareConfig, bounds: dict,
+                 vocab: Vocabularies) -> None:
+        self.log, self.config, self.bounds = log, config, bounds
+        self.items = vocab.items.rename({"index": "_item_index"})
+        self.users = vocab.users.rename({"index": "_user_index"})
+        self.event_types = pl.DataFrame(
+            {EVENT_TYPE: vocab.event_types,
+             "_event_type": np.arange(1, len(vocab.event_types) + 1, dtype=np.int16)})
+        self.context_vocab = vocab.context
+        self.positive = _positive(log, config)
+
+    def _split(self) -> pl.Expr:
+        s = self.config.split
+        if s.kind == "leave-one-out":
+            n = pl.len().over(USER)
+            from_end = n - 1 - pl.int_range(pl.len()).over(USER)
+            return (pl.when((n >= s.min_events) & (from_end == 0)).then(TEST)
+                    .when((n >= s.min_events) & (from_end == 1)).then(VAL)
+                    .otherwise(TRAIN).cast(pl.UInt8))
+        b, t = self.bounds, pl.col(TIMESTAMP)
+        return (pl.when(t < b["val_start"]).then(TRAIN).when(t < b["train_end"]).then(VAL)
+                .when(t < b["test_start"]).then(GAP).otherwise(TEST).cast(pl.UInt8))
+
+    def _context(self, name: str) -> pl.Expr:
+        column = pl.col(name)
+        if name == IS_ORGANIC:
+            return pl.when(column.is_null()).then(0).when(column).then(1).otherwise(2)
+        values = self.context_vocab[name]
+        return column.replace_strict(values, range(1, len(values) + 1), default=0)
+
+    def __call__(self, df: pl.DataFrame, shard_no: int) -> tuple[dict[str, np.ndarray],
+                                                                 pl.DataFrame]:
+        if self.bounds.get("test_end") is not None:
+            df = df.filter(pl.col(TIMESTAMP) < self.bounds["test_end"])
+        df = (df.join(self.items, on=ITEM, how="left", maintain_order="left")
+              .join(self.event_types, on=EVENT_TYPE, how="left", maintain_order="left")
+              .with_columns(self._split().alias("_split"), self.positive.alias("_positive"),
+                            *[self._context(c).cast(pl.Int32).alias(f"ctx_{c}")
+                              for c in self.log.context]))
+        per_user = (df.group_by(USER, maintain_order=True)
+                    .agg(pl.len().alias("n_events"),
+                         *[(pl.col("_split") == code).sum().alias(f"n_{name}")
+                           for name, code in (("train", TRAIN), ("val", VAL), ("test", TEST))])
+                    .join(self.users, on=USER, how="left", maintain_order="left"))
+        offsets = np.zeros(len(per_user) + 1, dtype=np.int64)
+        np.cumsum(per_user["n_events"].to_numpy(), out=offsets[1:])
+        arrays = {
+            "user": per_user["_user_index"].to_numpy().astype(np.int32),
+            "offsets": offsets,
+            "timestamp": df[TIMESTAMP].to_numpy().astype(np.int64),
+            "item": df["_item_index"].to_numpy().astype(np.int32),
+            "event_type": df["_event_type"].to_numpy().astype(np.int16),
+            "split": df["_split"].to_numpy().astype(np.uint8),
+            "positive": df["_positive"].to_numpy().astype(np.bool_),
+        }
+        for c in self.log.context:
+            arrays[f"ctx_{c}"] = df[f"ctx_{c}"].to_numpy().astype(np.int32)
+        for name, prefix in [(f, "fb_") for f in self.log.feedback] + [
+                (x, "x_") for x in self.log.extra]:
+            arrays[prefix + name] = (df[name].cast(pl.Float32).fill_null(float("nan"))
+                                     .to_numpy().astype(np.float32))
+        user_table = per_user.select(
+            pl.col("_user_index").alias("index"), pl.col(USER),
+            pl.lit(shard_no, dtype=pl.Int32).alias("shard"),
+            pl.int_range(pl.len(), dtype=pl.Int32).alias("offset"),
+            pl.col("n_events").cast(pl.Int32), pl.col("n_train").cast(pl.Int32),
+            pl.col("n_val").cast(pl.Int32), pl.col("n_test").cast(pl.Int32))
+        return arrays, user_table
+
+
+def _attach_item_features(log: EventLog, items: pl.DataFrame, tmp: Path
+                          ) -> tuple[pl.DataFrame, int | None]:
+    """Join artist / album ids and write content embeddings aligned to item indices."""
+    features = log.items
+    for name, frame in (("artist", features.artist), ("album", features.album)):
+        if frame is None:
+            continue
+        mapping = frame.unique(subset=[ITEM], keep="first").collect()
+        items = items.join(mapping, on=ITEM, how="left", maintain_order="left")
+        codes = items[name].drop_nulls().unique().sort()
+        items = items.with_columns(
+            pl.col(name).replace_strict(codes, range(1, len(codes) + 1), default=0)
+            .cast(pl.Int32).alias(f"{name}_index"))
+    if features.embeddings is None:
+        return items, None
+    emb = features.embeddings.join(items.lazy().select(ITEM, "index"), on=ITEM,
+                                   how="inner").collect()
+    if len(emb) == 0:
+        return items, None
+    lengths = emb["embedding"].list.len()
+    dim = int(lengths.max())
+    if int(lengths.min()) != dim:
+        raise DataError(f"item embeddings have different lengths ({lengths.min()}..{dim})",
+                        path=log.sources[0], column="embed",
+                        fix="give every item an embedding of the same dimension")
+    index = emb["index"].to_numpy()
+    matrix = np.zeros((len(items) + 1, dim), dtype=np.float32)
+    # an item listed twice keeps its last row, deterministically (the file's order)
+    matrix[index] = emb["embedding"].list.to_array(dim).to_numpy().astype(np.float32, copy=False)
+    np.save(tmp / "item_embeddings.npy", matrix)
+    has = np.zeros(len(items) + 1, dtype=np.bool_)
+    has[index] = True
+    items = items.with_columns(pl.Series("has_embedding", has[1:]))
+    return items, dim
