@@ -157,3 +157,18 @@ def test_resume_and_init_from_on_the_command_line(sim_data, tmp_path):
     saved = json.loads((tmp_path / "warm" / "checkpoints" / "step-00000001" /
                         "config.json").read_text())
     assert saved["train"]["batch_size"] == 4 and saved["train"]["optim"]["lr"] == 0.003
+
+
+def test_an_unexpected_error_is_one_paragraph_unless_debug(tmp_path, monkeypatch):
+    from argusrec import sequences
+
+    def broken(self, path):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(sequences.PreparedData, "__init__", broken)
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unexpected RuntimeError: boom" in result.output and "--debug" in result.output
+    assert "Traceback" not in result.output and "second line" not in result.output
+    debug = runner.invoke(app, ["--debug", "info", str(tmp_path)])
+    assert isinstance(debug.exception, RuntimeError)

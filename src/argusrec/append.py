@@ -75,14 +75,17 @@ def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: Pr
     stats = _ShardStats(len(vocab.items))
     files = {int(p.parent.name.split("=")[-1]): p for p in buckets.rglob("*.parquet")}
     columns = _columns(base, log)
-    for s, shard in enumerate(tqdm(base.shards, desc="append: shards", unit="shard",
+    for s, entry in enumerate(tqdm(base.meta["shards"], desc="append: shards", unit="shard",
                                    disable=not progress)):
         new = None
         if s in files:
             df = clean_bucket(pl.read_parquet(files[s]).drop(ROUTE), log, config, stats)
             new, _ = encode(df, s)
-        arrays = merge_shard(shard, new, columns, bounds, config)
+        # opened here and let go after: a shard's mapped pages do not stay resident
+        arrays = merge_shard(Shard.open(base.path / entry["dir"]), new, columns, bounds,
+                             config)
         stats.write(tmp, arrays, _user_table(arrays, vocab.users))
+        del arrays
     shutil.rmtree(buckets)
     fields = dict(base.meta["fields"])
     features = log.items
@@ -153,17 +156,22 @@ def merge_shard(old: Shard, new: dict[str, np.ndarray] | None,
     position[users] = np.arange(len(users))
     owner = np.concatenate([position[np.repeat(u, np.diff(o))] for u, o, _ in parts])
     n = [int(o[-1]) for _, o, _ in parts]
-    merged = {name: np.concatenate([np.asarray(ev[name], dtype=dtype) if name in ev
-                                    else np.full(count, fill, dtype=dtype)
-                                    for (_, _, ev), count in zip(parts, n)])
-              for name, (dtype, fill) in columns.items()}
+
+    def column(name: str, dtype, fill) -> np.ndarray:
+        return np.concatenate([np.asarray(ev[name], dtype=dtype) if name in ev
+                               else np.full(count, fill, dtype=dtype)
+                               for (_, _, ev), count in zip(parts, n)])
+
+    timestamp = column("timestamp", np.int64, 0)
     # each part is already in (owner, time) order and the base comes first, so a stable sort
     # by (owner, time) keeps a tie's base event first and every part's own order
-    order = np.lexsort((merged["timestamp"], owner))
+    order = np.lexsort((timestamp, owner))
     if bounds.get("test_end") is not None:
-        order = order[merged["timestamp"][order] < bounds["test_end"]]
+        order = order[timestamp[order] < bounds["test_end"]]
+    # one column at a time: the shard is held twice at most for one of its arrays
+    merged = {name: (timestamp if name == "timestamp" else column(name, dtype, fill))[order]
+              for name, (dtype, fill) in columns.items()}
     owner = owner[order]
-    merged = {name: array[order] for name, array in merged.items()}
     counts = np.bincount(owner, minlength=len(users))
     present = counts > 0
     offsets = np.zeros(int(present.sum()) + 1, dtype=np.int64)

@@ -40,9 +40,16 @@ def main(
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")]
     = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback of an unexpected error.")] = False,
 ) -> None:
     """Train autoregressive recommender transformers (the ARGUS recipe) on event logs."""
+    global _DEBUG
+    _DEBUG = debug
     _log_to_stderr()
+
+
+_DEBUG = False  # `argus --debug VERB ...`: unexpected errors keep their traceback
 
 
 class _Stderr(logging.StreamHandler):
@@ -79,6 +86,17 @@ def _friendly(fn):
                      for err in e.errors()]
             typer.secho("error: invalid options\n" + "\n".join(lines), fg="red", err=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if _DEBUG:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0][:500]
+            typer.secho(f"error: unexpected {type(e).__name__}: {first}\n  This is a bug, or an "
+                        "input argusrec does not check yet. Run again as `argus --debug "
+                        f"{fn.__name__} ...` for the traceback, and report it.", fg="red",
+                        err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
