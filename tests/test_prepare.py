@@ -323,3 +323,37 @@ def test_binary_ids_prepare_end_to_end(tmp_path):
     # the duplicate check and its message cope with bytes
     with pytest.raises(DataError, match="duplicate"):
         prepare(pl.concat([frame, frame.head(1)]), tmp_path / "dup", cfg, progress=False)
+
+
+def test_output_paths_that_would_destroy_something_are_refused(tmp_path):
+    (tmp_path / "logs").mkdir()
+    src = write_table(tmp_path / "logs" / "log.parquet", random_log())
+    cfg = PrepareConfig(format="table", columns=TABLE_COLUMNS, ignore_extra=True)
+    for out in (tmp_path / "logs", tmp_path / "logs" / "log.parquet", tmp_path):
+        with pytest.raises(DataError, match="replace the input|is a file"):
+            prepare(src, out, cfg, overwrite=True, progress=False)
+    assert src.exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        prepare(src, tmp_path / "afile", cfg, overwrite=True, progress=False)
+
+
+def test_overwrite_replaces_whole_and_stale_temporaries_are_swept(tmp_path):
+    import os
+    import subprocess
+
+    src = write_table(tmp_path / "log.parquet", random_log())
+    cfg = PrepareConfig(format="table", columns=TABLE_COLUMNS, ignore_extra=True)
+    prepare(src, tmp_path / "data", cfg, progress=False)
+    dead = subprocess.Popen(["true"])  # a pid that no longer runs
+    dead.wait()
+    stale = tmp_path / f".data.tmp-{dead.pid}"
+    stale.mkdir()
+    (stale / "events.parquet").write_text("a copy of the log")
+    live = tmp_path / f".data.tmp-{os.getppid()}"
+    live.mkdir()
+    prepare(src, tmp_path / "data", cfg, overwrite=True, progress=False)
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "data" / "meta.json").exists()
+    assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or
+                p.name.startswith(f".data.tmp-{os.getpid()}")]

@@ -16,7 +16,6 @@ end, so a failure never leaves a half-written dataset behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from argusrec.append import append_into
+from argusrec.atomic import replace_dir, sweep_stale, temp_sibling
 from argusrec.errors import DataError
 from argusrec.events import TIMESTAMP, EventLog, feedback_kind
 from argusrec.readers import read_events, source_name
@@ -118,25 +118,23 @@ def prepare(
                         else PrepareConfig())
     started = time.perf_counter()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError("output directory already exists", path=out,
-                        fix="choose a new directory or pass --overwrite")
-    if base is not None and _inside(base.path, out):
-        raise DataError("the output would replace the base dataset", path=out,
-                        fix="write the new dataset to another directory (the base is kept)")
+    _check_output(out, source, base, overwrite)
     log = read_events(source, config.format, columns=config.columns,
                       ignore_extra=config.ignore_extra)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    sweep_stale(out)  # what a killed earlier run left
+    tmp = temp_sibling(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise DataError(f"cannot create the output: {e.strerror}", path=out.parent,
+                        fix="choose a directory you can write to") from None
     try:
         if append:
             summary = append_into(log, source, base, tmp, config, progress)
         else:
             summary = _prepare_into(log, source, tmp, config, progress, base)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_dir(tmp, out)  # --overwrite: the old dataset goes only once the new one is in
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,6 +144,23 @@ def prepare(
         summary.new_users = summary.users - base.num_users
         summary.new_items = summary.items - base.num_items
     return summary
+
+
+def _check_output(out: Path, source, base: PreparedData | None, overwrite: bool) -> None:
+    """Refuse an output that exists (without ``overwrite``), is a file, or would replace the
+    input or the base."""
+    if out.exists() and not overwrite:
+        raise DataError("output directory already exists", path=out,
+                        fix="choose a new directory or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise DataError("the output is a file, not a directory", path=out,
+                        fix="choose a directory path for the prepared dataset")
+    if isinstance(source, (str, Path)) and _inside(Path(source), out):
+        raise DataError("the output would replace the input log", path=out,
+                        fix="write the prepared dataset to another directory")
+    if base is not None and _inside(base.path, out):
+        raise DataError("the output would replace the base dataset", path=out,
+                        fix="write the new dataset to another directory (the base is kept)")
 
 
 def _inside(path: Path, out: Path) -> bool:

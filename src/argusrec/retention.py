@@ -17,6 +17,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from argusrec.atomic import process_alive
 from argusrec.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def prune_snapshots(out_root: str | Path, keep: int | None, *,
     for path in out_root.iterdir():
         if path.is_symlink():
             continue
-        if (match := _TEMP.match(path.name)) and not _alive(int(match["pid"])):
+        if (match := _TEMP.match(path.name)) and not process_alive(int(match["pid"])):
             temps.append(path)
         elif path.is_dir() and not path.name.startswith(".") and \
                 (manifest := _manifest_of(path)) is not None:
@@ -147,19 +148,6 @@ def delete_redis_keys(url: str, prefix: str, *, batch: int = 1000) -> bool:
         return False
     finally:
         client.close()
-    return True
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (signal 0 checks without sending anything)."""
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) sends CTRL_C_EVENT on Windows: never guess there
-    try:
-        os.kill(pid, 0)
-    except PermissionError:  # another user's process
-        return True
-    except (OSError, OverflowError):  # ProcessLookupError: no such process
-        return False
     return True
 
 

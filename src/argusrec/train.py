@@ -6,10 +6,10 @@ The batch order is a pure function of (seed, epoch), and checkpoints carry the m
 optimizer, the schedule, every random state and the position in the data, so `--resume`
 continues exactly where an interrupted run stopped (the loss curve matches; a test).
 
-Checkpoints (STYLE.md principle 11) are directories `checkpoints/step-NNNNNNNN/` with
-`model.safetensors`, `state.pt` (optimizer, scheduler, RNG, data position) and `config.json`
-(the resolved config, data metadata, format version), written to a temporary name and renamed;
-`checkpoints/latest` names the newest. SIGTERM and SIGINT save one before stopping.
+Checkpoints are written by argusrec.checkpoint (weights, resume state, every stage's config
+and the run's vocabulary); SIGTERM and SIGINT save one before stopping. `--resume` takes the
+run's saved config (:func:`resume_config`), and `--init-from` a new run's first weights from
+another run, carried to this dataset's vocabulary (:func:`warm_start`).
 """
 
 from __future__ import annotations
