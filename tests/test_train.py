@@ -41,8 +41,8 @@ def test_checkpoint_contents_and_reload(sim_data, tmp_path):
     summary = pretrain(sim_data, tmp_path / "run", tiny(), progress=False)
     ckpt = find_checkpoint(tmp_path / "run")
     assert ckpt.name == "step-00000008"
-    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.json",
-                                               "vocab"}
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.json",
+                                               "state.safetensors", "config.json", "vocab"}
     config = json.loads((ckpt / "config.json").read_text())
     assert config["model"]["max_len"] == 32 and config["data"]["meta"]["counts"]["items"] > 0
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))

@@ -123,3 +123,44 @@ def test_init_from_an_older_vocabulary(sim_data, tmp_path):
                                                           model={"d_model": 64}),
                  init_from=tmp_path / "run", progress=False)
     assert np.isfinite(warm.final_loss)
+
+
+def test_no_pickle_is_loaded_from_a_run(sim_data, tmp_path):
+    """A planted pickle (it would create a file when unpickled) is never executed: resume
+    and export read JSON and safetensors only, and an old pickle-only state is refused."""
+    import pickle
+
+    from argusrec.export import export
+    from argusrec.treefile import load_tree, save_tree
+
+    tree = {"optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [
+        {"lr": 1e-3, "betas": (0.9, 0.98), "params": [0]}]}, "rng": {"numpy": (
+            "MT19937", np.arange(4, dtype=np.uint32), 1, 0, 0.0)}, "best": float("-inf")}
+    save_tree(tree, tmp_path / "tree")
+    back = load_tree(tmp_path / "tree")
+    assert back["optimizer"]["state"][0]["step"] == 3.0
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.98)
+    assert back["rng"]["numpy"][1].dtype == np.uint32 and back["best"] == float("-inf")
+
+    pretrain(sim_data, tmp_path / "run", TrainConfig(max_steps=2, batch_size=4),
+             progress=False)
+    ckpt = Checkpoint.open(tmp_path / "run")
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in ("state.pt", "optimizer.pt", "model.pt"):
+        (ckpt.path / name).write_bytes(pickle.dumps(Exploit()))
+    export(tmp_path / "run", tmp_path / "snaps", progress=False)
+    more = TrainConfig(max_steps=3, batch_size=4)
+    pretrain(sim_data, tmp_path / "run", more, resume=True, progress=False)
+    assert not marker.exists()
+    newest = Checkpoint.open(tmp_path / "run")
+    (newest.path / "state.json").unlink()
+    (newest.path / "state.pt").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(DataError, match="never loads"):
+        pretrain(sim_data, tmp_path / "run", TrainConfig(max_steps=4, batch_size=4),
+                 resume=True, progress=False)
+    assert not marker.exists()

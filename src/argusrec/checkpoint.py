@@ -3,7 +3,8 @@
 STYLE.md principle 11: a checkpoint describes itself. ``checkpoints/step-NNNNNNNN/`` holds
 
     model.safetensors   the weights
-    state.pt            optimizer, scheduler, RNG and data position (only `--resume` reads it)
+    state.json          optimizer, scheduler, RNG and data position (only `--resume` reads
+    state.safetensors   them), in JSON and safetensors: no pickle is ever loaded (treefile)
     config.json         format version, the resolved config of every stage that produced it
                         (``train``, ``model``, and ``finetune`` for a fine-tuned model), and the
                         data's metadata and where it was
@@ -34,11 +35,13 @@ from argusrec import __version__
 from argusrec.errors import DataError
 from argusrec.model import ArgusModel, DataSpec, ModelConfig
 from argusrec.sequences import PreparedData
+from argusrec.treefile import load_tree, save_tree
 from argusrec.vocab import Vocabulary, adapt_state, link_or_copy
 
 CHECKPOINT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: no vocab/; the dataset it names must still exist
 VOCAB = "vocab"
+STATE = Path("state")  # state.json + state.safetensors
 
 
 def run_vocabulary(out: Path, data: PreparedData) -> Path:
@@ -70,7 +73,7 @@ def save_checkpoint(out: Path, *, step: int, weights: dict[str, torch.Tensor],
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
               str(tmp / "model.safetensors"))
-    torch.save({**state, "step": step}, tmp / "state.pt")
+    save_tree({**state, "step": step}, tmp / STATE)
     (tmp / "config.json").write_text(json.dumps({
         "format_version": CHECKPOINT_VERSION, "argusrec_version": __version__, "step": step,
         **configs, "data": {"path": str(data.path.resolve()), "meta": data.meta}},
@@ -157,6 +160,15 @@ class Checkpoint:
 
     def weights(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / "model.safetensors"))
+
+    def resume_state(self) -> dict[str, Any]:
+        """What `--resume` needs: optimizer, scheduler, RNG states, step and data position."""
+        if not (self.path / STATE.with_suffix(".json")).exists():
+            raise DataError("this checkpoint has no resume state in a safe format (an older "
+                            "version wrote it as a pickle, which argusrec never loads)",
+                            path=self.path, fix="start a new run from its weights with "
+                            "--init-from instead of --resume")
+        return load_tree(self.path / STATE)
 
     def load_model(self, vocab: Vocabulary | None = None) -> ArgusModel:
         """The model on CPU in eval mode, for ``vocab`` (default: its own)."""

@@ -24,10 +24,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from argusrec.checkpoint import Checkpoint, find_checkpoint, mark_best, save_checkpoint
+from argusrec.checkpoint import Checkpoint, mark_best, save_checkpoint
 from argusrec.errors import DataError
 from argusrec.loader import SequenceDataset, collate
 from argusrec.model import ArgusModel, DataSpec, ModelConfig, model_config
@@ -368,10 +367,9 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                                                   lambda s: lr_factor(s, total, cfg.optim))
     step, micro = 0, 0
     if resume:
-        ckpt = find_checkpoint(out)
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        load_full_state(wrapped, load_file(str(ckpt / "model.safetensors")), optimizer,
-                        state["optimizer"])
+        ckpt = Checkpoint.open(out)
+        state = ckpt.resume_state()
+        load_full_state(wrapped, ckpt.weights(), optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, micro = state["step"], state["micro"]
         if step >= total:
