@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
 import pytest
+import torch
+
+from argusrec.errors import DataError
 
 from argusrec.objective import PretrainObjective
 from argusrec.checkpoint import find_checkpoint, load_model
@@ -103,3 +107,68 @@ def test_validation_keeps_the_best_and_stops_early(sim_data, tmp_path):
     best = find_checkpoint(tmp_path / "run", "best")
     assert best.name == f"step-{summary.best_step:08d}" and best.exists()
     assert (tmp_path / "run" / "checkpoints" / "best").read_text().split()[1] == "NDCG@10"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "state", "dangling"])
+def test_a_damaged_latest_checkpoint_falls_back_and_finishes_the_same(sim_data, tmp_path,
+                                                                      damage, caplog):
+    """Golden test: the newest checkpoint is damaged; resume takes the one before and ends
+    on exactly the uninterrupted run's final loss."""
+    cfg = tiny(checkpoint_every=2, keep_checkpoints=2)
+    straight = pretrain(sim_data, tmp_path / "a", cfg, progress=False)
+    pretrain(sim_data, tmp_path / "b", cfg, progress=False, stop_after=6)
+    root = tmp_path / "b" / "checkpoints"
+    newest = root / "step-00000006"
+    weights = newest / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    elif damage == "state":
+        (newest / "state.safetensors").write_bytes(b"\0" * 10)
+    else:
+        shutil.rmtree(newest)
+    rest = pretrain(sim_data, tmp_path / "b", cfg, progress=False, resume=True)
+    assert rest.steps == 8 and "resuming from step-00000004" in caplog.text
+    assert rest.losses[-1] == pytest.approx(straight.losses[-1], abs=1e-6)
+    np.testing.assert_allclose(rest.losses, straight.losses[4:], rtol=0, atol=1e-6)
+
+
+def test_non_finite_training_stops_and_keeps_the_good_checkpoint(sim_data, tmp_path, caplog):
+    """A learning rate of 1e6 drives the weights to inf/NaN: the run stops with a clear error,
+    the bad steps are skipped, and the last good checkpoint is neither replaced nor pruned."""
+    from argusrec.checkpoint import Checkpoint
+
+    pretrain(sim_data, tmp_path / "run", tiny(max_steps=2, checkpoint_every=1,
+                                             keep_checkpoints=1), progress=False)
+    good = Checkpoint.open(tmp_path / "run")
+    wild = tiny(max_steps=30, checkpoint_every=1, keep_checkpoints=1,
+                optim={"lr": 1e6, "warmup_steps": 0, "grad_clip": 0.0})
+    with pytest.raises(DataError, match="not finite|diverged"):
+        pretrain(sim_data, tmp_path / "wild", wild, init_from=tmp_path / "run",
+                 progress=False)
+    kept = [p.name for p in (tmp_path / "wild" / "checkpoints").glob("step-*")] \
+        if (tmp_path / "wild" / "checkpoints").exists() else []
+    for name in kept:  # whatever was written is finite
+        ckpt = Checkpoint.open(tmp_path / "wild" / "checkpoints" / name)
+        assert all(torch.isfinite(v).all() for v in ckpt.weights().values())
+    assert Checkpoint.open(tmp_path / "run").path == good.path and not good.problems()
+
+
+def test_a_nan_weight_skips_steps_then_stops(sim_data, tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    from argusrec.checkpoint import find_checkpoint
+
+    pretrain(sim_data, tmp_path / "run", tiny(max_steps=2), progress=False)
+    weights = find_checkpoint(tmp_path / "run") / "model.safetensors"
+    state = load_file(str(weights))
+    state["start"] = state["start"] * float("nan")
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(tmp_path / "run", poisoned)
+    save_file(state, str(find_checkpoint(poisoned) / "model.safetensors"))
+    with pytest.raises(DataError, match="diverged: 3 steps in a row"):
+        pretrain(sim_data, tmp_path / "warm", tiny(max_steps=20, nonfinite_patience=3),
+                 init_from=poisoned, progress=False)
+    assert "skipped" in caplog.text
+    assert not (tmp_path / "warm" / "checkpoints").exists()

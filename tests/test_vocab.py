@@ -157,9 +157,15 @@ def test_no_pickle_is_loaded_from_a_run(sim_data, tmp_path):
     more = TrainConfig(max_steps=3, batch_size=4)
     pretrain(sim_data, tmp_path / "run", more, resume=True, progress=False)
     assert not marker.exists()
-    newest = Checkpoint.open(tmp_path / "run")
-    (newest.path / "state.json").unlink()
-    (newest.path / "state.pt").write_bytes(pickle.dumps(Exploit()))
+    # an older checkpoint: no checksums, its resume state only as a pickle
+    import json
+
+    for step in (tmp_path / "run" / "checkpoints").glob("step-*"):
+        config = json.loads((step / "config.json").read_text())
+        config.pop("files")
+        (step / "config.json").write_text(json.dumps(config))
+        (step / "state.json").unlink()
+        (step / "state.pt").write_bytes(pickle.dumps(Exploit()))
     with pytest.raises(DataError, match="never loads"):
         pretrain(sim_data, tmp_path / "run", TrainConfig(max_steps=4, batch_size=4),
                  resume=True, progress=False)

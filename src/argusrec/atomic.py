@@ -8,6 +8,7 @@ clean up) is swept by the next run: temporaries whose process no longer runs on 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -68,3 +69,12 @@ def replace_dir(tmp: Path, final: Path) -> None:
         old.rename(final)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

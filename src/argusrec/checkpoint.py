@@ -22,6 +22,7 @@ Later stages (evaluate, export, serve, rank) open checkpoints here, never throug
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from argusrec import __version__
 from argusrec.errors import DataError
 from argusrec.model import ArgusModel, DataSpec, ModelConfig
 from argusrec.sequences import PreparedData
+from argusrec.atomic import sha256_file
 from argusrec.treefile import load_tree, save_tree
 from argusrec.vocab import Vocabulary, adapt_state, link_or_copy
 
@@ -42,6 +44,7 @@ CHECKPOINT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: no vocab/; the dataset it names must still exist
 VOCAB = "vocab"
 STATE = Path("state")  # state.json + state.safetensors
+log = logging.getLogger(__name__)
 
 
 def run_vocabulary(out: Path, data: PreparedData) -> Path:
@@ -74,10 +77,11 @@ def save_checkpoint(out: Path, *, step: int, weights: dict[str, torch.Tensor],
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
               str(tmp / "model.safetensors"))
     save_tree({**state, "step": step}, tmp / STATE)
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
     (tmp / "config.json").write_text(json.dumps({
         "format_version": CHECKPOINT_VERSION, "argusrec_version": __version__, "step": step,
-        **configs, "data": {"path": str(data.path.resolve()), "meta": data.meta}},
-        indent=2) + "\n")
+        **configs, "data": {"path": str(data.path.resolve()), "meta": data.meta},
+        "files": files}, indent=2) + "\n")
     link_or_copy(vocab, tmp / VOCAB)
     for path in tmp.rglob("*"):  # other users of a shared run directory can read it
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -160,6 +164,49 @@ class Checkpoint:
 
     def weights(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / "model.safetensors"))
+
+    def problems(self) -> list[str]:
+        """What is wrong with its files against the checksums in config.json (empty: intact;
+        checkpoints written before checksums are only checked for presence)."""
+        expected = self.config.get("files") or {"model.safetensors": None}
+        out = []
+        for name, digest in expected.items():
+            path = self.path / name
+            if not path.exists():
+                out.append(f"{name} is missing")
+            elif digest is not None and sha256_file(path) != digest:
+                out.append(f"{name} does not match its checksum")
+        return out
+
+    @classmethod
+    def newest_intact(cls, run: str | Path) -> "Checkpoint":
+        """The newest checkpoint of ``run`` whose files match their checksums. A damaged newer
+        one (truncated, empty, missing files, a dangling ``latest``) is passed over with a
+        warning, so an interrupted write never costs more than the steps since the previous
+        checkpoint."""
+        root = Path(run) / "checkpoints"
+        candidates = sorted(root.glob("step-*"), reverse=True)
+        pointer = root / "latest"
+        if pointer.exists():
+            named = root / pointer.read_text().strip()
+            candidates = [named] + [c for c in candidates if c != named]
+        skipped = []
+        for path in candidates:
+            try:
+                ckpt = cls.open(path)
+                if problems := ckpt.problems():
+                    raise DataError("; ".join(problems), path=path)
+            except (DataError, OSError, ValueError) as e:
+                reason = e.problem if isinstance(e, DataError) else str(e)
+                skipped.append(f"{path.name}: {reason}")
+                continue
+            if skipped:
+                log.warning("passed over damaged checkpoints (%s); resuming from %s",
+                            "; ".join(skipped), path.name)
+            return ckpt
+        raise DataError("no intact checkpoint to resume from"
+                        + (f" ({'; '.join(skipped)})" if skipped else ""), path=run,
+                        fix="start the run again (or from another run with --init-from)")
 
     def resume_state(self) -> dict[str, Any]:
         """What `--resume` needs: optimizer, scheduler, RNG states, step and data position."""

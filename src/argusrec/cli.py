@@ -392,7 +392,7 @@ def pretrain(
     if resume and init_from is not None:
         raise DataError("--resume and --init-from exclude each other",
                         fix="--resume continues OUT; --init-from starts a new run from another")
-    start = (Checkpoint.open(out).config["train"] if resume else
+    start = (Checkpoint.newest_intact(out).config["train"] if resume else
              Checkpoint.open(init_from).config["train"] if init_from is not None else {})
     cfg = TrainConfig(**apply_overrides({**start, **_load_yaml(config)}, flags))
     if dry_run:

@@ -33,7 +33,6 @@ fields, F feedback signals, P popular items.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import secrets
@@ -51,6 +50,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from argusrec import __version__
+from argusrec.atomic import sha256_file
 from argusrec.errors import DataError
 from argusrec.retention import check_keep, prune_snapshots, remove_snapshot
 from argusrec.vocab import Vocabulary, id_text
@@ -187,14 +187,6 @@ class RedisUsers:
 
 
 # -- writing ----------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checksums(directory: Path) -> dict[str, dict]:
     return {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "manifest.json"}

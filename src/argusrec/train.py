@@ -14,9 +14,11 @@ another run, carried to this dataset's vocabulary (:func:`warm_start`).
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +35,8 @@ from argusrec.model import ArgusModel, DataSpec, ModelConfig, model_config
 from argusrec.objective import ObjectiveConfig, PretrainObjective
 from argusrec.sequences import PreparedData
 from argusrec.vocab import Vocabulary, adapt_state
+
+log = logging.getLogger(__name__)
 
 
 
@@ -92,6 +96,10 @@ class TrainConfig(BaseModel):
     activation_checkpointing: bool = Field(False, description="recompute each encoder block "
                                            "in the backward pass (long histories)")
     compile: bool = Field(False, description="torch.compile each encoder block")
+    nonfinite_patience: int = Field(10, ge=1, description="a step whose loss or gradients are "
+                                    "not finite is skipped with a warning; this many in a row "
+                                    "stop the run with an error (the last good checkpoint "
+                                    "stays)")
 
     def resolved_model(self) -> ModelConfig:
         return model_config(self.preset, **self.model)
@@ -221,14 +229,15 @@ def _set_rng_state(state: dict) -> None:
 # The topology ones (parallel, accumulation) let a run saved on N ranks resume on M.
 RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
              "keep_checkpoints", "log_every", "threads", "num_workers", "device",
-             "eval_max_users", "parallel", "activation_checkpointing", "compile",
+             "eval_max_users", "nonfinite_patience", "parallel", "activation_checkpointing", "compile",
              "optim.grad_accum")
 
 
-def resume_config(out: Path, given: TrainConfig | None) -> TrainConfig:
-    """The config a run was saved with, with the changes of ``given`` that are safe to apply
-    (:data:`RESUMABLE`); any other difference is an error naming the fields."""
-    saved = TrainConfig(**Checkpoint.open(out).config["train"])
+def resume_config(ckpt: Checkpoint, given: TrainConfig | None) -> TrainConfig:
+    """The config ``ckpt`` was saved with, with the changes of ``given`` that are safe to
+    apply (:data:`RESUMABLE`); any other difference is an error naming the fields."""
+    out = ckpt.path.parent.parent
+    saved = TrainConfig(**ckpt.config["train"])
     if given is None:
         return saved
     old, new = _flat(saved.model_dump()), _flat(given.model_dump())
@@ -284,6 +293,32 @@ def validate(model: ArgusModel, data: PreparedData, cfg: TrainConfig) -> float:
     return float(results[cfg.eval_metric])
 
 
+def _skip_nonfinite(count: int, step: int, loss: float, cfg: TrainConfig, out: Path,
+                    bar) -> int:
+    """Warn of a skipped step; raise when ``count`` in a row reach the patience."""
+    log.warning("step %d: the loss (%s) or its gradients are not finite; the step is skipped "
+                "(%d in a row)", step, f"{loss:.4g}", count)
+    if count >= cfg.nonfinite_patience:
+        raise DataError(
+            f"training diverged: {count} steps in a row had a non-finite loss or gradients "
+            f"(last at step {step}); the last good checkpoint is kept", path=out,
+            fix="lower --lr (or raise optim.warmup_steps / set optim.grad_clip), then "
+                "--resume or start again from the last good checkpoint with --init-from")
+    return count
+
+
+def _check_finite(weights: dict[str, torch.Tensor], step: int, out: Path) -> None:
+    """Refuse to checkpoint non-finite weights: a bad checkpoint must never replace, or prune,
+    the last good one."""
+    broken = [k for k, v in weights.items() if v.is_floating_point() and
+              not bool(torch.isfinite(v).all())]
+    if broken:
+        raise DataError(f"the weights are not finite at step {step} ({', '.join(broken[:3])}"
+                        f"{' ...' if len(broken) > 3 else ''}); no checkpoint was written and "
+                        "the last good one is kept", path=out,
+                        fix="lower --lr, then resume from the last good checkpoint")
+
+
 class _StopFlag:
     """Set by SIGTERM / SIGINT; the loop saves a checkpoint and stops after the current step."""
 
@@ -330,7 +365,8 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
 
     out = Path(out)
     if resume:
-        cfg = resume_config(out, cfg)
+        ckpt = Checkpoint.newest_intact(out)
+        cfg = resume_config(ckpt, cfg)
     cfg = cfg or TrainConfig()
     data = PreparedData(data_path)
     if cfg.threads:
@@ -367,7 +403,6 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                                                   lambda s: lr_factor(s, total, cfg.optim))
     step, micro = 0, 0
     if resume:
-        ckpt = Checkpoint.open(out)
         state = ckpt.resume_state()
         load_full_state(wrapped, ckpt.weights(), optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -401,7 +436,7 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
                            parameters=model.parameter_counts())
     wrapped.train()
-    stale = 0
+    stale = nonfinite = 0
     if resume:  # early-stopping state continues too
         summary.best_value = state.get("best_value", -math.inf)
         summary.best_step, stale = state.get("best_step"), state.get("stale", 0)
@@ -421,10 +456,20 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                     tokens += int(batch.mask.sum())
                     metrics = result.metrics
                     micro += world.size
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                # with grad_clip 0 the norm is only measured (clipping to infinity is a no-op)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                      cfg.optim.grad_clip or math.inf)
+                bad = not (math.isfinite(loss_sum) and bool(torch.isfinite(norm)))
+                bad = bool(all_reduce(bad, world, op="max"))
+                if bad:
+                    nonfinite = _skip_nonfinite(nonfinite + 1, step + 1, loss_sum, cfg, out,
+                                                bar)
+                else:
+                    optimizer.step()
+                    nonfinite = 0
+                with warnings.catch_warnings():  # a skipped first step is not a misordering
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if world.distributed:
@@ -460,6 +505,7 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
                 if (step % cfg.checkpoint_every == 0 or step == total or interrupted or improved
                         or patience_out):
                     model_state, optim_state = full_state(wrapped, optimizer)  # collective
+                    _check_finite(model_state, step, out)
                     if world.main:
                         path = save_checkpoint(
                             out, step=step, weights=model_state, data=data,
