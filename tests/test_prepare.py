@@ -357,3 +357,25 @@ def test_overwrite_replaces_whole_and_stale_temporaries_are_swept(tmp_path):
     assert (tmp_path / "data" / "meta.json").exists()
     assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or
                 p.name.startswith(f".data.tmp-{os.getpid()}")]
+
+
+@pytest.mark.parametrize("outlier", [None, 10**15])
+def test_streamed_quantile_matches_sorting(outlier):
+    """stages._edge_after (histograms, for logs larger than memory) against a plain sort: at
+    most ``keep`` events after the edge, and at most 1% of the events between the exact
+    quantile and the edge, even when one outlier stretches the first histogram over 10^15 s
+    (one pass would put every other event into its first bin)."""
+    from argusrec.stages import _edge_after
+
+    rng = np.random.default_rng(3)
+    ts = np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 10**7, 20_000))
+    if outlier is not None:
+        ts[-1] = outlier
+    scan = pl.LazyFrame({"timestamp": ts})
+    values = np.unique(ts)
+    after = len(ts) - np.searchsorted(ts, values, side="right")  # events after each value
+    for keep in (0, 20, 2_000):
+        edge = _edge_after(scan, int(ts.min()), int(ts.max()), len(ts), keep)
+        exact = int(values[np.argmax(after <= keep)]) + 1
+        assert (ts >= edge).sum() <= keep and edge >= exact
+        assert ((ts >= exact) & (ts < edge)).sum() <= 0.01 * len(ts)

@@ -431,6 +431,37 @@ def test_table_errors(tmp_path: Path) -> None:
         read_events(path, columns={"user": "uid", "item": "iid"})
 
 
+
+def test_csv_types_come_from_every_row(tmp_path: Path) -> None:
+    """A CSV is read as text and typed from all its values, not from the first 10,000 rows."""
+    path = tmp_path / "log.csv"
+    head = [f"{u},{u},{u},0,{u % 3},true" for u in range(10_500)]
+    tail = ["007,x7,10500,1,7,FALSE", f"{'9' * 25},5,10501.9,1,home,false"]
+    path.write_text("u,i,ts,org,ctx,flag\n" + "\n".join(head + tail) + "\n")
+    log = read_events(path, columns={"user": "u", "item": "i", "timestamp": "ts",
+                                     "is_organic": "org", "context:page": "ctx",
+                                     "context:flag": "flag"})
+    df = canonical(log)
+    # '007' and a 25-digit id are not Int64's decimal form: the ids stay text, exactly
+    assert df.schema["user"] == pl.String and df.schema["item"] == pl.String
+    assert df["user"][-2:].to_list() == ["007", "9" * 25]
+    assert df["timestamp"][-1] == 10501 and df["is_organic"][-2:].to_list() == [True, True]
+    assert df.schema["page"] == pl.String and df.schema["flag"] == pl.Boolean
+    assert log.source_columns["is_organic"] == "org"
+    only_ints = tmp_path / "ints.csv"
+    only_ints.write_text("u,i,org\n1,2,1\n3,4,0\n")
+    df = canonical(read_events(only_ints, columns={"user": "u", "item": "i", "context:o": "org"}))
+    assert df.schema["user"] == pl.Int64 and df.schema["o"] == pl.Int64
+
+
+def test_errors_quote_at_most_200_characters_of_a_value(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("u,i,ts\n1,2,3\n1,2," + "x" * 1_000_000 + "\n")
+    with pytest.raises(DataError) as err:
+        read_events(path, columns={"user": "u", "item": "i", "timestamp": "ts"})
+    assert "row 2" in str(err.value) and "(1,000,000 characters)" in str(err.value)
+    assert len(str(err.value)) < 600
+
 # -- in-memory frames -------------------------------------------------------------------------
 
 FRAME_ROWS = {"user": [1, 1, 2], "item": ["sku1", "sku2", "sku1"], "timestamp": [5, 6, 7],

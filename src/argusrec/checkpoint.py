@@ -225,7 +225,14 @@ class Checkpoint:
         state = self.weights()
         if target is not own and not _same(own, target):
             state = adapt_state(state, own, target, model)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            raise DataError("the checkpoint's weights do not fit this data: "
+                            + " ".join(lines[1:3] or lines[:1])[:400], path=self.path,
+                            fix="use the dataset the model was trained on, or a newer one of "
+                                "the same log (argus prepare --base)") from None
         return model.eval()
 
 

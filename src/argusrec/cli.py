@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -82,8 +83,9 @@ def _friendly(fn):
             typer.secho(f"error: {e.message()}", fg="red", err=True)
             raise typer.Exit(2) from None
         except ValidationError as e:
-            lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                     for err in e.errors()]
+            # a check across fields has no location: name the config it belongs to
+            lines = [f"  {'.'.join(str(p) for p in err['loc']) or e.title}: "
+                     f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
             typer.secho("error: invalid options\n" + "\n".join(lines), fg="red", err=True)
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
@@ -99,6 +101,48 @@ def _friendly(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _choice(name: str, *values: str) -> type[Enum]:
+    """A choice option's type: --help lists ``values`` and typer refuses any other value with a
+    usage error. The values mirror the library's Literal fields (a test ties them); they are
+    written out here so that `argus --help` need not import torch."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+_Preset = _choice("Preset", "debug", "3m", "32m", "126m", "1b")
+_Loss = _choice("Loss", "full", "sampled", "logq", "corrected")
+_Encoder = _choice("Encoder", "transformer", "hstu")
+_Parallel = _choice("Parallel", "auto", "ddp", "fsdp", "none")
+_Format = _choice("Format", "auto", "yambda", "movielens", "recbole", "sasrec", "s3rec", "table")
+_SplitKind = _choice("SplitKind", "temporal", "leave-one-out")
+_OnDuplicate = _choice("OnDuplicate", "error", "drop", "keep")
+_Split = _choice("Split", "test", "val", "train")
+_Which = _choice("Which", "latest", "best")
+_RankLoss = _choice("RankLoss", "YetiRank", "PairLogit")
+_TimeUnit = _choice("TimeUnit", "s", "ms", "us", "ns")
+
+
+def _int_list(minimum: int):
+    """An option callback: comma-separated integers, each at least ``minimum``, as a list."""
+    def parse(text: str | None) -> list[int] | None:
+        if text is None:
+            return None
+        try:
+            numbers = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"'{text}' is not a list of integers; write it like "
+                                     "10,20,100") from None
+        if not numbers or min(numbers) < minimum:
+            raise typer.BadParameter(f"'{text}': give one or more integers, each at least "
+                                     f"{minimum}")
+        return numbers
+
+    return parse
 
 
 # Appended to every --config help: the option also takes a shipped config's name.
@@ -132,12 +176,15 @@ def _load_yaml(path: Optional[Path]) -> dict:
 @_friendly
 def simulate(
     out: Annotated[Path, typer.Argument(help="Directory to write (must not exist).")],
-    users: Annotated[Optional[int], typer.Option(help="Number of users (10000 is Yambda-50M "
-                                                 "scale: tens of millions of events).")] = None,
-    items: Annotated[Optional[int], typer.Option(help="Catalogue size (default: scaled to "
-                                                 "users).")] = None,
-    days: Annotated[Optional[int], typer.Option(help="Days of history.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic in it.")] = 0,
+    users: Annotated[Optional[int], typer.Option(
+        min=1, help="Number of users (10000 is Yambda-50M scale: tens of millions of events).")]
+    = None,
+    items: Annotated[Optional[int], typer.Option(
+        min=1, help="Catalogue size (default: scaled to users).")] = None,
+    days: Annotated[Optional[int], typer.Option(min=1, max=49_000, help="Days of history.")]
+    = None,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Random seed; the output is deterministic in it.")] = 0,
     config: Annotated[Optional[Path], typer.Option(help="YAML file overriding simulator "
                                                    "fields." + _SHIPPED)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
@@ -171,30 +218,31 @@ def _simulation_report(summary) -> str:
 def prepare(
     source: Annotated[Path, typer.Argument(help="Event log: a file or a directory (Yambda).")],
     out: Annotated[Path, typer.Argument(help="Dataset directory to write (must not exist).")],
-    format: Annotated[Optional[str], typer.Option(
-        "--format", "-f", help="auto (default), yambda, movielens, recbole, sasrec, s3rec or "
-        "table.")] = None,
+    format: Annotated[Optional[_Format], typer.Option(
+        "--format", "-f", help="Input format (default: auto, from the path).")] = None,
     column: Annotated[Optional[list[str]], typer.Option(
         "--column", "-c", help="table format: CANONICAL=SOURCE, e.g. user=customer_id, "
         "timestamp=ts, like=liked, context:surface=page (repeat).")] = None,
     ignore_extra: Annotated[bool, typer.Option(
         "--ignore-extra", help="table/recbole: ignore unmapped columns.")] = False,
-    split: Annotated[Optional[str], typer.Option(
-        help="temporal (default) or leave-one-out.")] = None,
+    split: Annotated[Optional[_SplitKind], typer.Option(
+        help="Split (default: temporal).")] = None,
     cutoff: Annotated[Optional[int], typer.Option(
         help="temporal: end of training (a timestamp).")] = None,
     test_fraction: Annotated[Optional[float], typer.Option(
         help="temporal without --cutoff/--test-duration: share of events after the cut-off "
         "[0.1].")] = None,
     gap: Annotated[Optional[int], typer.Option(
-        help="temporal: seconds between train and test (default: 0; Yambda: 1800).")] = None,
+        min=0, help="temporal: seconds between train and test (default: 0; Yambda: 1800).")]
+    = None,
     test_duration: Annotated[Optional[int], typer.Option(
-        help="temporal: seconds of test, the log's last ones (default: all after the "
+        min=1, help="temporal: seconds of test, the log's last ones (default: all after the "
         "gap; Yambda: 86400).")] = None,
     val_duration: Annotated[Optional[int], typer.Option(
-        help="temporal: seconds before the cut-off held out for validation (default: 0).")] = None,
-    on_duplicate: Annotated[Optional[str], typer.Option(
-        help="error (default), drop or keep exact duplicate events.")] = None,
+        min=0, help="temporal: seconds before the cut-off held out for validation (default: "
+        "0).")] = None,
+    on_duplicate: Annotated[Optional[_OnDuplicate], typer.Option(
+        help="What to do with exact duplicate events (default: error).")] = None,
     min_played_ratio: Annotated[Optional[float], typer.Option(
         help="listen fraction that makes a listen positive (default: 0.5).")] = None,
     min_rating: Annotated[Optional[float], typer.Option(
@@ -203,7 +251,14 @@ def prepare(
         "--merge-reactions", help="Yambda-style logs: make each like/dislike the feedback of "
         "the listen it follows, and drop the reaction row.")] = False,
     shard_events: Annotated[Optional[int], typer.Option(
-        help="target events per shard; bounds memory (default: 4000000).")] = None,
+        min=1000, help="target events per shard; bounds memory (default: 4000000).")] = None,
+    event_type: Annotated[Optional[list[str]], typer.Option(
+        "--event-type", help="An event type besides interaction, listen, like, dislike, "
+        "unlike, undislike and rating; its events count as positive interactions (repeat). "
+        "Any other unknown type is refused.")] = None,
+    timestamp_unit: Annotated[Optional[_TimeUnit], typer.Option(
+        help="Unit of the timestamps (default: s); other units are converted to seconds. A "
+        "log in milliseconds given as seconds is detected and refused.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="YAML file with these options; flags given on the command line win."
         + _SHIPPED)] = None,
@@ -233,12 +288,14 @@ def prepare(
     fields = dict(prepared_base.meta["config"]) if prepared_base is not None else {}
     fields.update(_load_yaml(config))
     split_fields = dict(fields.pop("split", None) or {})
-    given_split = dict(kind=split, cutoff=cutoff, test_fraction=test_fraction, gap=gap,
+    given_split = dict(kind=_value(split), cutoff=cutoff, test_fraction=test_fraction, gap=gap,
                        test_duration=test_duration, val_duration=val_duration)
     split_fields.update({k: v for k, v in given_split.items() if v is not None})
-    given = dict(format=format, ignore_extra=ignore_extra or None, on_duplicate=on_duplicate,
+    given = dict(format=_value(format), ignore_extra=ignore_extra or None,
+                 on_duplicate=_value(on_duplicate),
                  min_played_ratio=min_played_ratio, min_rating=min_rating,
-                 shard_events=shard_events, merge_reactions=merge_reactions or None)
+                 shard_events=shard_events, merge_reactions=merge_reactions or None,
+                 extra_event_types=event_type or None, timestamp_unit=_value(timestamp_unit))
     fields.update({k: v for k, v in given.items() if v is not None})
     if column:
         fields["columns"] = _parse_columns(column)
@@ -310,39 +367,45 @@ def info(
 def pretrain(
     data: Annotated[Path, typer.Argument(help="A prepared dataset (`argus prepare`).")],
     out: Annotated[Path, typer.Argument(help="Run directory: checkpoints, TensorBoard logs.")],
-    preset: Annotated[Optional[str], typer.Option(
-        help="Model size: debug, 3m, 32m, 126m or 1b (default: debug).")] = None,
+    preset: Annotated[Optional[_Preset], typer.Option(
+        help="Model size (default: debug).")] = None,
     config: Annotated[Optional[Path], typer.Option(
         help="YAML with TrainConfig fields (model:, objective:, optim: ...); flags win."
         + _SHIPPED)] = None,
-    loss: Annotated[Optional[str], typer.Option(
-        help="Next-item loss: full, sampled, logq or corrected (default: corrected).")] = None,
-    encoder: Annotated[Optional[str], typer.Option(
-        help="transformer (default) or hstu.")] = None,
+    loss: Annotated[Optional[_Loss], typer.Option(
+        help="Next-item loss (default: corrected).")] = None,
+    encoder: Annotated[Optional[_Encoder], typer.Option(
+        help="Sequence encoder (default: transformer).")] = None,
     negatives: Annotated[Optional[int], typer.Option(
-        help="Uniform negatives per batch for sampled losses (default: 1024).")] = None,
+        min=0, help="Uniform negatives per batch for sampled losses (default: 1024).")] = None,
     sasrec: Annotated[bool, typer.Option(
         "--sasrec", help="SASRec: positives only, next-item loss only, no feedback input.")]
     = False,
-    max_len: Annotated[Optional[int], typer.Option(help="History window in events.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Windows per batch (default: 32).")]
+    max_len: Annotated[Optional[int], typer.Option(min=2, help="History window in events.")]
     = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Windows per batch (default: 32).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Optimizer steps.")] = None,
     epochs: Annotated[Optional[float], typer.Option(
         help="Passes over the data when --max-steps is not given (default: 1).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 1e-3).")]
     = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default: auto).")]
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cpu, cuda or cuda:N (default: auto).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch.")]
     = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data loader processes.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 0).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Data loader processes.")]
+    = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (default: 0).")]
+    = None,
     eval_every: Annotated[Optional[int], typer.Option(
-        help="Validate every N steps; the best checkpoint is kept as checkpoints/best.")] = None,
+        min=0, help="Validate every N steps; the best checkpoint is kept as checkpoints/best.")]
+    = None,
     patience: Annotated[Optional[int], typer.Option(
-        help="Stop after N validations without improvement (default: never).")] = None,
-    parallel: Annotated[Optional[str], typer.Option(
-        help="Under torchrun: ddp (default), fsdp (FSDP2, sharded) or none.")] = None,
+        min=0, help="Stop after N validations without improvement (default: never).")] = None,
+    parallel: Annotated[Optional[_Parallel], typer.Option(
+        help="Under torchrun: ddp (what auto, the default, takes), fsdp (FSDP2, sharded) or "
+        "none.")] = None,
     activation_checkpointing: Annotated[bool, typer.Option(
         "--activation-checkpointing", help="Recompute encoder blocks in backward (long "
         "histories).")] = False,
@@ -375,14 +438,13 @@ def pretrain(
     from argusrec.train import (TrainConfig, apply_overrides, build_model, pretrain as run,
                                 sasrec_overrides)
 
-    flags = {dotted: value for dotted, value in {"preset": preset, "objective.next_item_loss": loss,
-                          "objective.num_uniform": negatives, "model.max_len": max_len,
-                          "model.encoder": encoder,
-                          "batch_size": batch_size, "max_steps": max_steps, "epochs": epochs,
-                          "optim.lr": lr, "device": device, "threads": threads,
-                          "num_workers": workers, "seed": seed, "eval_every": eval_every,
-                          "patience": patience, "parallel": parallel}.items()
-             if value is not None}
+    flags = {dotted: value for dotted, value in {
+        "preset": _value(preset), "objective.next_item_loss": _value(loss),
+        "objective.num_uniform": negatives, "model.max_len": max_len,
+        "model.encoder": _value(encoder), "batch_size": batch_size, "max_steps": max_steps,
+        "epochs": epochs, "optim.lr": lr, "device": device, "threads": threads,
+        "num_workers": workers, "seed": seed, "eval_every": eval_every, "patience": patience,
+        "parallel": _value(parallel)}.items() if value is not None}
     if activation_checkpointing:
         flags["activation_checkpointing"] = True
     if compile:
@@ -413,16 +475,17 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A run directory or checkpoint.")],
     data: Annotated[Optional[Path], typer.Option(
         help="Prepared dataset (default: the one the model was trained on).")] = None,
-    split: Annotated[str, typer.Option(help="test or val.")] = "test",
-    which: Annotated[str, typer.Option(help="For a run directory: its latest checkpoint or "
-                                       "the best one by validation.")] = "latest",
-    k: Annotated[str, typer.Option(help="Cut-offs, comma-separated.")] = "10,20,50,100",
+    split: Annotated[_Split, typer.Option(help="Period to score.")] = _Split.test,
+    which: Annotated[_Which, typer.Option(help="For a run directory: its latest checkpoint or "
+                                          "the best one by validation.")] = _Which.latest,
+    k: Annotated[str, typer.Option(callback=_int_list(1), help="Cut-offs, comma-separated, "
+                                   "each 1 or more.")] = "10,20,50,100",
     exclude_seen: Annotated[bool, typer.Option(
         "--exclude-seen", help="Filter items the user has already interacted with.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(
-        help="CPU threads for torch (default: torch's own choice).")] = None,
+        min=1, help="CPU threads for torch (default: torch's own choice).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
                                                      "as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -434,21 +497,15 @@ def evaluate(
     """
     from argusrec.evaluate import evaluate as run, report
 
-    try:
-        ks = [int(x) for x in k.split(",") if x.strip()]
-    except ValueError:
-        raise DataError(f"--k '{k}' is not a list of integers", fix="write it like 10,20,100")
+    ks: list[int] = k  # the callback parsed it
     if threads is not None:
-        if threads < 1:
-            raise DataError(f"--threads must be at least 1, got {threads}",
-                            fix="pass --threads 1 or more, or leave it out")
         import torch
 
         torch.set_num_threads(threads)
-    results = run(checkpoint, data, split=split, ks=ks, exclude_seen=exclude_seen,
+    results = run(checkpoint, data, split=split.value, ks=ks, exclude_seen=exclude_seen,
                   batch_size=batch_size, device=device, out_json=json_out, progress=not quiet,
-                  which=which)
-    typer.echo(report(results, f"{checkpoint} on {split} (seen items "
+                  which=which.value)
+    typer.echo(report(results, f"{checkpoint} on {split.value} (seen items "
                                 f"{'excluded' if exclude_seen else 'kept'})"))
 
 
@@ -464,29 +521,32 @@ def finetune(
         help="YAML with FinetuneConfig fields (lag, pairs:, lr, ...); flags win." + _SHIPPED)]
     = None,
     lag: Annotated[Optional[int], typer.Option(
-        help="Seconds between the newest event in a user state and the impression (default: "
-             "86400, the daily deployment; 0 = runtime).")] = None,
+        min=0, help="Seconds between the newest event in a user state and the impression "
+        "(default: 86400, the daily deployment; 0 = runtime).")] = None,
     max_len: Annotated[Optional[int], typer.Option(
-        help="Encoder window in events (default: the pretrained model's).")] = None,
+        min=2, help="Encoder window in events (default: the pretrained model's).")] = None,
     min_history: Annotated[Optional[int], typer.Option(
-        help="Skip impressions with fewer events of history (default: 1).")] = None,
+        min=1, help="Skip impressions with fewer events of history (default: 1).")] = None,
     max_impressions: Annotated[Optional[int], typer.Option(
-        help="Impressions per example (default: 512).")] = None,
+        min=1, help="Impressions per example (default: 512).")] = None,
     pair_window: Annotated[Optional[int], typer.Option(
-        help="Pair impressions shown within this many seconds instead of within a session.")]
-    = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Windows per step (default: 8).")]
-    = None,
+        min=1, help="Pair impressions shown within this many seconds instead of within a "
+        "session.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Windows per step (default: 8).")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes (default: 1).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Optimizer steps.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 3e-4).")]
     = None,
     from_scratch: Annotated[bool, typer.Option(
         "--from-scratch", help="Ablation: keep the architecture, not the pretrained weights.")]
     = False,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: 0).")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cpu, cuda or cuda:N (default: auto).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch.")]
+    = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (default: 0).")]
+    = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Fine-tune a pretrained model as a two-tower ranker over impressions, in one causal pass.
@@ -544,9 +604,10 @@ def pairs(
     checkpoint: Annotated[Path, typer.Argument(help="A run directory or checkpoint.")],
     data: Annotated[Optional[Path], typer.Option(
         help="Prepared dataset (default: the one the model was trained on).")] = None,
-    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    split: Annotated[_Split, typer.Option(help="Period to score.")] = _Split.test,
     lag: Annotated[Optional[int], typer.Option(
-        help="Seconds of lag (default: the model's fine-tuning setting, else 86400).")] = None,
+        min=0, help="Seconds of lag (default: the model's fine-tuning setting, else 86400).")]
+    = None,
     oracle: Annotated[Optional[Path], typer.Option(
         help="The simulator's output directory: also report the ground truth's PairAccuracy "
              "(the ceiling).")] = None,
@@ -563,11 +624,11 @@ def pairs(
     cfg = None
     if lag is not None:
         cfg = FinetuneConfig(lag=lag)
-    results = evaluate_pairs(checkpoint, split=split, oracle=oracle, cfg=cfg,
+    results = evaluate_pairs(checkpoint, split=split.value, oracle=oracle, cfg=cfg,
                              data=PreparedData(data) if data else None, progress=not quiet)
     if json_out is not None:
         _write_json(json_out, results)
-    typer.echo(_pairs_report(results, f"{checkpoint} on {split}"))
+    typer.echo(_pairs_report(results, f"{checkpoint} on {split.value}"))
 
 
 @app.command()
@@ -577,15 +638,16 @@ def rank(
     config: Annotated[Optional[Path], typer.Option(
         help="YAML with RankConfig fields (loss, iterations, depth, ...); flags win."
         + _SHIPPED)] = None,
-    loss: Annotated[Optional[str], typer.Option(
-        help="YetiRank (default) or PairLogit; a group is one user's session.")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Boosting rounds (default: 400).")]
+    loss: Annotated[Optional[_RankLoss], typer.Option(
+        help="CatBoost ranking loss (default: YetiRank); a group is one user's session.")]
     = None,
+    iterations: Annotated[Optional[int], typer.Option(
+        min=1, help="Boosting rounds (default: 400).")] = None,
     vectors: Annotated[bool, typer.Option(
         "--vectors", help="Also a ranker with the user and item vectors as features.")] = False,
     oracle: Annotated[Optional[Path], typer.Option(
         help="The simulator's output directory: add the true affinity's PairAccuracy.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CatBoost threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CatBoost threads.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
                                                      "as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -597,7 +659,7 @@ def rank(
     from argusrec.rank import RankConfig, rank as run, rank_report
     from argusrec.train import apply_overrides
 
-    flags = {k: v for k, v in {"loss": loss, "iterations": iterations,
+    flags = {k: v for k, v in {"loss": _value(loss), "iterations": iterations,
                                "threads": threads}.items() if v is not None}
     if vectors:
         flags["vectors"] = True
@@ -616,7 +678,8 @@ def ablate(
         help="YAML with AblationConfig fields (pretrain:, finetune:, rank:, "
              "history_lengths: ...)." + _SHIPPED)] = None,
     history: Annotated[Optional[str], typer.Option(
-        help="History lengths to compare, comma-separated (default: 128,512,2048).")] = None,
+        callback=_int_list(2), help="History lengths to compare, comma-separated, each 2 or "
+        "more (default: 128,512,2048).")] = None,
     oracle: Annotated[Optional[Path], typer.Option(
         help="The simulator's output directory: add the oracle's PairAccuracy.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -628,11 +691,7 @@ def ablate(
 
     fields = _load_yaml(config)
     if history is not None:
-        try:
-            fields["history_lengths"] = [int(x) for x in history.split(",") if x.strip()]
-        except ValueError:
-            raise DataError(f"--history '{history}' is not a list of integers",
-                            fix="write it like 128,512,2048") from None
+        fields["history_lengths"] = history  # the callback parsed it
     result = run(data, out, AblationConfig(**fields), oracle=oracle, progress=not quiet)
     typer.echo(ablation_report(result))
 
@@ -656,14 +715,16 @@ def bench(
     = "argus,hstu,sasrec",
     losses: Annotated[str, typer.Option(help="Comma-separated: full, logq, corrected.")]
     = "full,logq,corrected",
-    seeds: Annotated[int, typer.Option(help="Seeds per configuration (mean and spread).")] = 3,
+    seeds: Annotated[int, typer.Option(
+        min=1, help="Seeds per configuration (mean and spread).")] = 3,
     max_steps: Annotated[Optional[int], typer.Option(
-        help="Step budget per run (default: the size class's).")] = None,
-    patience: Annotated[int, typer.Option(help="Validations without improvement before a run "
-                                          "stops.")] = 4,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+        min=1, help="Step budget per run (default: the size class's).")] = None,
+    patience: Annotated[int, typer.Option(
+        min=0, help="Validations without improvement before a run stops.")] = 4,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch.")]
+    = None,
     jobs: Annotated[int, typer.Option(
-        help="Runs trained at once, in separate processes (a GPU or many cores); each gets "
+        min=1, help="Runs trained at once, in separate processes (a GPU or many cores); each gets "
              "--threads or an equal share of the cores.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -698,8 +759,9 @@ def scaling(
         help="YAML with ScalingConfig fields (sizes:, tokens, batch_size, max_len, train:)."
         + _SHIPPED)] = None,
     tokens: Annotated[Optional[int], typer.Option(
-        help="Training tokens per size (default: 2,000,000).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+        min=1, help="Training tokens per size (default: 2,000,000).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch.")]
+    = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train several model sizes for the same number of tokens, plot test next-item and
@@ -733,9 +795,9 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its files: a new or "
                                           "empty directory, or a previous demo's (replaced).")]
     = Path("runs/demo"),
-    users: Annotated[Optional[int], typer.Option(help="Simulated users (default: the "
-                                                 "simulator's default size).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    users: Annotated[Optional[int], typer.Option(
+        min=1, help="Simulated users (default: the simulator's default size).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
 ) -> None:
     """Run the pipeline on the built-in simulator (no downloads).
 

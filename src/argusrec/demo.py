@@ -47,6 +47,9 @@ def run_demo(workdir: str | Path = "runs/demo", *, users: int | None = None, see
     ``workdir`` must be absent, empty, or a previous demo's (which is replaced).
     ``train`` and ``finetune`` override fields of the demo's configs (tests use a few steps).
     """
+    if users is not None and users < 1:  # 0 would silently mean the default size
+        raise DataError(f"users must be at least 1, got {users}",
+                        fix="pass --users 1 or more, or leave it out for the default size")
     workdir = Path(workdir)
     _fresh_workdir(workdir)
     started = time.perf_counter()

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from argusrec.checkpoint import load_model, need_data
+from argusrec.device import resolve_device
+from argusrec.errors import DataError
 from argusrec.loader import SequenceDataset, collate
 from argusrec.metrics import FeedbackMetrics, RankingMetrics, format_table
 from argusrec.model import ArgusModel
@@ -112,8 +114,12 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
              batch_size: int = 64, device: str = "cpu", out_json: str | Path | None = None,
              progress: bool = True, which: str = "latest") -> dict[str, float]:
     """Evaluate a checkpoint; print-ready results (and JSON at ``out_json``)."""
+    ks = check_cutoffs(ks)
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}",
+                        fix="pass --batch-size 1 or more")
     model, config, prepared = load_model(checkpoint, PreparedData(data) if data else None,
-                                         device=device, which=which)
+                                         device=resolve_device(device), which=which)
     prepared = need_data(prepared, config, "evaluate")
     positives_only = bool(config["train"].get("positives_only"))
     results = evaluate_model(model, prepared, split=split, ks=ks, exclude_seen=exclude_seen,
@@ -127,6 +133,16 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
                                    "step": config["step"], "results": results}, indent=2))
         tmp.replace(path)
     return results
+
+
+def check_cutoffs(ks: Sequence[int]) -> list[int]:
+    """The cut-offs K as a list; a DataError unless there is at least one and each is >= 1."""
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1
+                     for k in ks):
+        raise DataError(f"cut-offs K must be integers of at least 1, got {ks}",
+                        fix="pass --k like 10,20,50,100")
+    return [int(k) for k in ks]
 
 
 def report(results: dict[str, float], title: str) -> str:

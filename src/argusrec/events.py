@@ -20,7 +20,13 @@ Columns of ``EventLog.frame``:
 | _row          | Int64            | 1-based data row inside that file (header not counted)        |
 
 ``_source`` and ``_row`` give the input order (ties in time keep it) and let every error name
-the file and row it is about.
+the file and row it is about; ``EventLog.source_columns`` gives the name the file has for each
+canonical column, so that errors name the user's column.
+
+Values have ranges (argusrec.readers.values checks them on the whole log before anything is
+written): ``played_ratio`` is a fraction 0..1, the binary signals are 0 or 1, every other
+feedback and extra number is finite, and ``event_type`` is one of :data:`EVENT_TYPES` or a type
+the user declared (``PrepareConfig.extra_event_types``), so a misspelling never becomes a type.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ EXTRA_COLUMNS = ("track_length",)
 
 EVENT_TYPES = ("interaction", "listen", "like", "dislike", "unlike", "undislike", "rating")
 
+# Timestamp units `prepare` converts to seconds (PrepareConfig.timestamp_unit): per second.
+TIMESTAMP_UNITS: dict[str, int] = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
 
 @dataclass(frozen=True)
 class ItemFeatures:
@@ -68,6 +77,7 @@ class ItemFeatures:
     artist: pl.LazyFrame | None = None
     album: pl.LazyFrame | None = None
     embeddings: pl.LazyFrame | None = None
+    sources: tuple[str, ...] = ()  # the files they are read from, for error messages
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,14 @@ class EventLog:
     has_time: bool = True
     format: str = "events"
     items: ItemFeatures = field(default_factory=ItemFeatures)
+    # canonical column -> its name in the input, for messages (absent: the canonical name)
+    source_columns: dict[str, str] = field(default_factory=dict, hash=False)
+    # feedback read from a percentage column (Yambda's played_ratio_pct), divided by 100
+    percent: tuple[str, ...] = ()
+
+    def source_column(self, name: str) -> str:
+        """What the input calls the canonical column ``name``."""
+        return self.source_columns.get(name, name)
 
     @property
     def columns(self) -> list[str]:

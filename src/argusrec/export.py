@@ -232,6 +232,57 @@ def popularity(data: PreparedData, cutoff: int, *, window: int = 7 * DAY,
     return np.stack([order - 1, use[order]], axis=1).astype(np.int64)
 
 
+# Bounds of export's arguments; `argus export` mirrors them in its option ranges (a test).
+MAX_AS_OF = 2**62  # seconds; as_of - lag and the gaps stay far inside int64
+HNSW_M = (2, 512)  # faiss aborts the process below 2; memory grows with M past any use
+MIN_EF_CONSTRUCTION = 8  # narrower builds leave a graph that misses true neighbours
+
+
+def check_export_arguments(*, as_of: int | None, lag: int | None, hnsw_m: int,
+                           ef_construction: int, ef_search: int, popular: int,
+                           popularity_window: int, batch_users: int, backend: str) -> None:
+    """Raise DataError for an argument of :func:`export` out of range, before any work."""
+    if as_of is not None and not 0 <= as_of <= MAX_AS_OF:
+        raise DataError(f"as_of must be a time in seconds between 0 and 2**62, got {as_of}",
+                        fix="pass --as-of in seconds since 1970, or leave it out (the data's "
+                        "last timestamp + 1)")
+    if lag is not None and lag < 0:
+        raise DataError(f"lag must be >= 0 seconds, got {lag}", fix="pass --lag 0 or more")
+    if not HNSW_M[0] <= hnsw_m <= HNSW_M[1]:
+        raise DataError(f"hnsw_m must be between {HNSW_M[0]} and {HNSW_M[1]}, got {hnsw_m} "
+                        "(faiss needs M >= 2, and the graph's memory grows with M)",
+                        fix="pass --hnsw-m 32 (the default) or another value in range")
+    if ef_construction < MIN_EF_CONSTRUCTION:
+        raise DataError(f"ef_construction must be at least {MIN_EF_CONSTRUCTION}, got "
+                        f"{ef_construction}: a narrower build loses recall for good",
+                        fix="pass --ef-construction 200 (the default) or more")
+    if ef_search < 1:
+        raise DataError(f"ef_search must be at least 1, got {ef_search}",
+                        fix="pass --ef-search 512 (the default); it is raised to k when k is "
+                        "larger")
+    if popular < 1:
+        raise DataError(f"popular must be at least 1, got {popular}: unknown users would get "
+                        "an empty list", fix="pass --popular 1000 (the default) or another "
+                        "count of 1 or more")
+    if popularity_window < 0:
+        raise DataError(f"popularity_window must be >= 0 seconds, got {popularity_window}",
+                        fix="pass a window in seconds (default: 7 days)")
+    if batch_users < 1:
+        raise DataError(f"batch_users must be at least 1, got {batch_users}",
+                        fix="pass 1 or more")
+    if backend not in ("lmdb", "redis"):
+        raise DataError(f"unknown user store backend {backend!r}", fix="use lmdb or redis")
+
+
+def _date_label(as_of: int) -> str:
+    """The UTC date of ``as_of``, the default snapshot label."""
+    try:
+        return datetime.fromtimestamp(as_of, timezone.utc).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        raise DataError(f"as_of {as_of} has no calendar date to name the snapshot by",
+                        fix="pass --label, or an --as-of before the year 10000") from None
+
+
 def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
            lag: int | None = None, data: str | Path | PreparedData | None = None,
            which: str = "latest", label: str | None = None, backend: str = "lmdb",
@@ -253,12 +304,19 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
             the summary counts them.
         label: the snapshot's directory name; default the UTC date of ``as_of``.
         backend: where user vectors go: lmdb (inside the snapshot) or redis (``redis_url``).
-        hnsw_m, ef_construction, ef_search: HNSW graph degree, build and default search width.
-        popular: how many items the popularity fallback keeps; popularity_window: seconds.
+        hnsw_m, ef_construction, ef_search: HNSW graph degree (2 to 512), build width (8 or
+            more) and default search width (1 or more).
+        popular: how many items the popularity fallback keeps (1 or more);
+            popularity_window: seconds.
         batch_users: users encoded per batch (before length grouping).
         keep: snapshots left in ``out_root`` afterwards, the new one included (None: all);
             the one ``latest`` names is never removed.
     """
+    check_export_arguments(as_of=as_of, lag=lag, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                           ef_search=ef_search, popular=popular,
+                           popularity_window=popularity_window, batch_users=batch_users,
+                           backend=backend)
+    check_keep(keep)  # before the work, not after it
     started = time.perf_counter()
     stages: dict[str, float] = {}
     ckpt = Checkpoint.open(run, which)
@@ -270,14 +328,11 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
     model = ckpt.load_model(replace(vocab, users=None))
     new = vocab.new_since(ckpt.vocabulary())
     if lag is None:
-        lag = int((ckpt.finetune or {}).get("lag", DAY))
-    if lag < 0:
-        raise DataError(f"lag must be >= 0 seconds, got {lag}", fix="pass --lag 0 or more")
-    check_keep(keep)  # before the work, not after it
+        lag = int((ckpt.finetune or {}).get("lag", DAY))  # FinetuneConfig holds it >= 0
     if as_of is None:
         as_of = _last_timestamp(data) + 1
     cutoff = as_of - lag
-    label = label or datetime.fromtimestamp(as_of, timezone.utc).strftime("%Y-%m-%d")
+    label = label or _date_label(as_of)
     if model.cfg.variant != "simplified":
         raise DataError("export needs a simplified-ARGUS model (one token per event)",
                         path=checkpoint, fix="export a model trained with model.variant: "

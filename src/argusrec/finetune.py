@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from argusrec.checkpoint import load_model, need_data, save_checkpoint
 from argusrec.errors import DataError
-from argusrec.impressions import PairConfig, grade_events, make_pairs, sessions
+from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
 from argusrec.loader import Batch, PreparedDataset, collate, split_history
 from argusrec.model import ArgusModel
 from argusrec.sequences import SPLIT_CODES, PreparedData
@@ -112,6 +112,8 @@ class ImpressionDataset(PreparedDataset):
         return start + np.flatnonzero(split_history(split, self.code))
 
     def _grades(self, shard, positions: np.ndarray) -> np.ndarray:
+        if not self.feedback_names:  # no signal to grade by: no event is an impression
+            return np.full(len(positions), np.nan)
         fb = {f: np.asarray(shard.events[f"fb_{f}"][positions]) for f in self.feedback_names}
         return grade_events(fb, self.data.feedback_fields, self.pairs)
 
@@ -534,8 +536,6 @@ def evaluate_pairs(run: str | Path, *, split: str = "test", which: str = "latest
     """PairAccuracy (unweighted and weighted) of a model on ``split`` impressions, with the
     settings it was fine-tuned with (or ``cfg``); with ``oracle`` (the simulator's output
     directory) also the ground truth's PairAccuracy, the ceiling."""
-    from argusrec.impressions import pair_accuracy
-
     model, config, data = load_model(run, data, which=which)
     data = need_data(data, config, "PairAccuracy")
     if cfg is None:

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedding,
@@ -89,6 +89,21 @@ class ModelConfig(BaseModel):
     scale_item_input: bool = Field(False, description="multiply item embeddings by sqrt(D) "
                                    "where they enter the encoder (SASRec's convention); the "
                                    "tied item tower scores with them unscaled")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "ModelConfig":
+        """Fields that constrain each other, checked when the config is read rather than
+        when the model is built (the Encoder and the heads check again)."""
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads "
+                             f"{self.n_heads}; set n_heads to a divisor of d_model (each head "
+                             "is d_model / n_heads wide)")
+        for name in ("user_head", "item_tower"):
+            if getattr(self, name) != "mlp" and self.user_dim != self.d_model:
+                raise ValueError(f"{name}={getattr(self, name)} needs user_dim == d_model (got "
+                                 f"{self.user_dim} and {self.d_model}); set user_dim: "
+                                 f"{self.d_model}")
+        return self
 
 
 @dataclass(frozen=True)

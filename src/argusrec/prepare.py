@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from argusrec.append import append_into
@@ -83,6 +83,25 @@ class PrepareConfig(BaseModel):
         "the reaction row; other listens get like = dislike = 0")
     shard_events: int = Field(4_000_000, ge=1_000, description="target events per shard; "
                               "bounds memory (about 100 bytes per event while preparing)")
+    extra_event_types: list[str] = Field(
+        default_factory=list, description="event types the log may hold besides "
+        "argusrec.events.EVENT_TYPES (click, purchase...); any other type is refused, so a "
+        "misspelling never becomes a type. A declared type counts as a positive interaction "
+        "unless its feedback says otherwise")
+    timestamp_unit: Literal["s", "ms", "us", "ns"] = Field(
+        "s", description="unit of the log's timestamps; ms/us/ns are converted to whole "
+        "seconds (events within one second keep their input order). A log declared in "
+        "seconds whose timestamps mostly lie after the year 5000 is refused with the unit to "
+        "declare")
+
+    @field_validator("extra_event_types")
+    @classmethod
+    def _event_type_names(cls, names: list[str]) -> list[str]:
+        bad = [n for n in names if not n.strip() or n != n.strip()]
+        if bad:
+            raise ValueError("event type names must be non-empty, without surrounding "
+                             f"spaces: {bad[:3]}")
+        return list(dict.fromkeys(names))
 
 
 def prepare(
@@ -173,7 +192,7 @@ def _prepare_into(log: EventLog, source, tmp: Path, config: PrepareConfig, progr
                   base: PreparedData | None = None) -> PrepareSummary:
     total, buckets = _partition(log, tmp, config, progress)
     scan = pl.scan_parquet(buckets / "**" / "*.parquet")
-    bounds = _split_boundaries(scan, config.split, total)
+    bounds = _split_boundaries(scan, config.split, total, log)
     kept = scan if bounds.get("test_end") is None else scan.filter(
         pl.col(TIMESTAMP) < bounds["test_end"])
     vocab = _vocabularies(kept, log)

@@ -1,8 +1,10 @@
 """The stages of `argus prepare` that preparing a log and appending a day share.
 
 argusrec.prepare (a whole log) and argusrec.append (a day merged into a dataset) are both made
-of these steps, in this order: partition the events into buckets by user (``_partition``),
-find the split's boundaries (``_split_boundaries``) and the id vocabularies
+of these steps, in this order: partition the events into buckets by user (``_partition``,
+which also converts the timestamp unit and checks the values of the whole log with
+readers.values), find the split's boundaries (``_split_boundaries``, which refuses a
+degenerate test period) and the id vocabularies
 (``_vocabularies``, ``Vocabularies.keeping`` for a base dataset's codes), clean each bucket
 (``clean_bucket``: validate, sort, duplicates, reactions), encode it into shard arrays
 (``_Encoder``), write it (``_ShardStats.write``), and write the tables and meta.json
@@ -11,6 +13,7 @@ find the split's boundaries (``_split_boundaries``) and the id vocabularies
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import sys
@@ -24,8 +27,12 @@ import polars as pl
 
 from argusrec import __version__
 from argusrec.errors import DataError
-from argusrec.events import EVENT_TYPE, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
+from argusrec.events import (
+    EVENT_TYPE, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, TIMESTAMP_UNITS, USER, EventLog,
+)
 from argusrec.readers import check_events, duplicate_error, find_duplicates
+from argusrec.readers.failures import READ_ERRORS, read_failure, reading
+from argusrec.readers.values import check_values
 from argusrec.sequences import FORMAT_VERSION, GAP, TEST, TRAIN, VAL, PreparedData, write_shard
 
 if TYPE_CHECKING:  # only for annotations: argusrec.prepare imports this module
@@ -68,12 +75,15 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _polars_error(log: EventLog, error: Exception) -> DataError:
-    """A polars failure while streaming the input (a value that does not parse, say)."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return DataError(f"could not read the input: {first}",
-                     path=", ".join(log.sources[:3]) + (" ..." if len(log.sources) > 3 else ""),
-                     fix="check that every row has the format's columns and types")
+def _polars_error(log: EventLog, error: BaseException, tmp: Path | None = None) -> DataError:
+    """A polars failure while streaming the input (a damaged Parquet page, say), located in
+    its file and row where a second look can find it (readers.failures.read_failure)."""
+    full = isinstance(error, OSError) and error.errno == errno.ENOSPC
+    if full or "No space left" in str(error):
+        return DataError("no space left on the disk of the output", path=tmp,
+                         fix="free some space, or write the dataset to another disk "
+                             "(preparing needs about twice the input's size while it runs)")
+    return read_failure(error, log.sources)
 
 
 @dataclass
@@ -147,11 +157,24 @@ def _extend_ids(old: pl.DataFrame, new: pl.DataFrame, column: str, where: Path, 
 def _partition(log: EventLog, tmp: Path, config: PrepareConfig, progress: bool,
                key: pl.Expr | None = None, n_buckets: int | None = None) -> tuple[int, Path]:
     """Sink the log into ``tmp/_buckets``, one directory per bucket of ``key`` (default a hash
-    of the user id into enough buckets of ``shard_events``); (events, directory)."""
+    of the user id into enough buckets of ``shard_events``); (events, directory).
+
+    Timestamps in ``config.timestamp_unit`` become whole seconds on the way (events of one
+    second then keep their input order), and the values of the whole log are checked
+    (readers.values.check_values) before anything else is written.
+    """
+    frame = log.frame
+    factor = TIMESTAMP_UNITS[config.timestamp_unit]
+    if factor > 1 and not log.has_time:
+        raise DataError(f"timestamp_unit '{config.timestamp_unit}' given, but this "
+                        f"{log.format} log has no timestamps (its events are numbered by "
+                        "position)", path=log.sources[0], fix="drop --timestamp-unit")
+    if factor > 1:
+        frame = frame.with_columns(pl.col(TIMESTAMP) // factor)
     try:
         total = int(log.frame.select(pl.len()).collect().item())
-    except pl.exceptions.PolarsError as e:
-        raise _polars_error(log, e) from None
+    except READ_ERRORS as e:
+        raise _polars_error(log, e, tmp) from None
     if total == 0:
         raise DataError("no events", path=log.sources[0], fix="check the input file")
     n_buckets = n_buckets or max(1, math.ceil(total / config.shard_events))
@@ -160,11 +183,14 @@ def _partition(log: EventLog, tmp: Path, config: PrepareConfig, progress: bool,
          f"partitioning into {n_buckets} shard(s)")
     key = key if key is not None else pl.col(USER).hash(seed=17) % n_buckets
     try:
-        (log.frame.with_columns(key.alias(BUCKET))
+        (frame.with_columns(key.alias(BUCKET))
          .sink_parquet(pl.PartitionBy(buckets, key=BUCKET, include_key=False),
                        compression="lz4", mkdir=True))
-    except pl.exceptions.PolarsError as e:
-        raise _polars_error(log, e) from None
+    except READ_ERRORS as e:
+        raise _polars_error(log, e, tmp) from None
+    check_values(pl.scan_parquet(buckets / "**" / "*.parquet"), log,
+                 extra_event_types=config.extra_event_types,
+                 timestamp_unit=config.timestamp_unit)
     return total, buckets
 
 
@@ -268,36 +294,110 @@ def finish_dataset(tmp: Path, config: PrepareConfig, stats: _ShardStats, users: 
     return summary
 
 
-def _split_boundaries(scan: pl.LazyFrame, split: SplitConfig, total: int) -> dict:
-    """Timestamps that divide train / val / gap / test for a temporal split."""
+def _split_boundaries(scan: pl.LazyFrame, split: SplitConfig, total: int,
+                      log: EventLog | None = None) -> dict:
+    """Timestamps that divide train / val / gap / test for a temporal split (``log``: the
+    input, for messages).
+
+    A cut-off chosen here (no ``split.cutoff``) is refused when it leaves a degenerate test
+    period (:func:`_check_test_period`): one outlier timestamp far after the rest would
+    otherwise make the last ``test_duration`` seconds hold that one event.
+    """
     if split.kind == "leave-one-out":
         return {}
     stats = scan.select(pl.col(TIMESTAMP).min().alias("lo"),
                         pl.col(TIMESTAMP).max().alias("hi")).collect().row(0, named=True)
     lo, hi = stats["lo"], stats["hi"]
+    sources = log.sources if log is not None else ()
+    where = ", ".join(sources[:3]) + (" ..." if len(sources) > 3 else "") or None
+    column = log.source_column(TIMESTAMP) if log is not None else TIMESTAMP
     if lo is None:
-        raise DataError("the timestamp column has no values", column=TIMESTAMP)
+        raise DataError("the timestamp column has no values", path=where, column=column)
     cutoff = split.cutoff
     if cutoff is None and split.test_duration is not None:
         cutoff = hi + 1 - split.test_duration - split.gap
     elif cutoff is None:
-        # Exact to one histogram bin: the first bin edge after which at most test_fraction of
-        # the events remain. Streaming, so it works for logs larger than memory.
-        width = max(1, math.ceil((hi - lo + 1) / HISTOGRAM_BINS))
-        hist = (scan.group_by(((pl.col(TIMESTAMP) - lo) // width).alias("bin")).len()
-                .sort("bin").collect())
-        after = total - np.cumsum(hist["len"].to_numpy())
-        first = int(np.argmax(after <= split.test_fraction * total))
-        cutoff = lo + (int(hist["bin"][first]) + 1) * width
+        cutoff = _edge_after(scan, lo, hi, total, split.test_fraction * total)
     test_start = cutoff + split.gap
     test_end = None if split.test_duration is None else test_start + split.test_duration
     if cutoff <= lo or test_start > hi:
         raise DataError(
             f"the temporal split leaves no training or no test events (timestamps run "
             f"{lo}..{hi}; train ends at {cutoff}, test starts at {test_start})",
-            column=TIMESTAMP, fix="choose a cut-off inside the log's time range")
+            path=where, column=column, fix="choose a cut-off inside the log's time range")
+    if split.cutoff is None and USER in scan.collect_schema().names():
+        # (prepare --append passes the merged timestamps only: its split is not checked)
+        _check_test_period(scan, split, total, lo, hi, test_start, test_end, where, column)
     return {"time_min": lo, "time_max": hi, "val_start": cutoff - split.val_duration,
             "train_end": cutoff, "test_start": test_start, "test_end": test_end}
+
+
+def _edge_after(scan: pl.LazyFrame, lo: int, hi: int, total: int, keep: float) -> int:
+    """The first histogram bin edge after which at most ``keep`` events remain: a streamed
+    quantile of the timestamps, for logs larger than memory.
+
+    One pass of :data:`HISTOGRAM_BINS` bins over lo..hi is exact to a bin. When the chosen bin
+    is wider than a second and holds more than 1% of the events (one outlier far after the
+    rest stretches the bins until nearly all events share the first), that bin is histogrammed
+    again, until the chosen bin is one second wide or holds at most 1% of the events (at most
+    four passes over any Int64 range; a log without such outliers takes one, as before).
+    """
+    t = pl.col(TIMESTAMP)
+    start, end, before = lo, hi + 1, 0  # the range searched, and the events before it
+    while True:
+        width = max(1, math.ceil((end - start) / HISTOGRAM_BINS))
+        inside = scan if before == 0 and start == lo and end == hi + 1 else scan.filter(
+            (t >= start) & (t < end))
+        hist = inside.group_by(((t - start) // width).alias("bin")).len().sort("bin").collect()
+        counts = hist["len"].to_numpy().astype(np.int64)
+        after = total - before - np.cumsum(counts)
+        first = int(np.argmax(after <= keep))
+        edge = start + (int(hist["bin"][first]) + 1) * width
+        if width == 1 or counts[first] <= 0.01 * total:
+            return edge
+        before = total - int(after[first]) - int(counts[first])
+        start, end = start + int(hist["bin"][first]) * width, edge
+
+
+# A chosen test period is degenerate below both of a count and a share (a small log may have
+# a small test period; a large one may have a test period that is a small share of it).
+MIN_TEST_EVENTS, MIN_TEST_EVENT_SHARE = 1000, 0.001
+MIN_TEST_USERS, MIN_TEST_USER_SHARE = 100, 0.01
+
+
+def _check_test_period(scan: pl.LazyFrame, split: SplitConfig, total: int, lo: int, hi: int,
+                       test_start: int, test_end: int | None, where: str | None,
+                       column: str = TIMESTAMP) -> None:
+    """Refuse a chosen test period that holds fewer than 1,000 events and 0.1% of them, or
+    fewer than 100 users and 1% of them, with the counts and where the timestamps lie."""
+    t = pl.col(TIMESTAMP)
+    in_test = t >= test_start if test_end is None else (t >= test_start) & (t < test_end)
+    counts = scan.select(in_test.sum().alias("events"),
+                         pl.col(USER).filter(in_test).n_unique().alias("users")
+                         ).collect().row(0, named=True)
+    events, users = int(counts["events"]), int(counts["users"])
+    few_events = events < MIN_TEST_EVENTS and events < MIN_TEST_EVENT_SHARE * total
+    all_users = None
+    if users < MIN_TEST_USERS:
+        all_users = int(scan.select(pl.col(USER).n_unique()).collect().item())
+    few_users = all_users is not None and users < MIN_TEST_USER_SHARE * all_users
+    if not (few_events or few_users):
+        return
+    p999 = _edge_after(scan, lo, hi, total, 0.001 * total) - 1
+    suggest = _edge_after(scan, lo, p999, total, split.test_fraction * total)
+    users_text = f"{users:,} of {all_users:,} users" if all_users is not None else (
+        f"{users:,} users")
+    far = " (far after the rest: outliers?)" if hi - p999 > 0.1 * max(1, p999 - lo) else ""
+    period = f"{test_start}..{test_end if test_end is not None else hi + 1}"
+    raise DataError(
+        f"the temporal split's test period (timestamps {period}) holds {events:,} of "
+        f"{total:,} events ({events / total:.3%}) and {users_text}; the latest timestamp is "
+        f"{hi}{far}, the 99.9th percentile about {p999}",
+        path=where, column=column,
+        fix=f"drop the events after {p999} from the input if their timestamps are wrong; or "
+            f"choose the end of training yourself with --cutoff (e.g. --cutoff {suggest} "
+            f"leaves about {split.test_fraction:.0%} of the events for test), or give a "
+            "longer --test-duration")
 
 
 def _positive(log: EventLog, config: PrepareConfig) -> pl.Expr:
@@ -453,7 +553,8 @@ def _attach_item_features(log: EventLog, items: pl.DataFrame, tmp: Path
     for name, frame in (("artist", features.artist), ("album", features.album)):
         if frame is None:
             continue
-        mapping = frame.unique(subset=[ITEM], keep="first").collect()
+        with reading(features.sources):
+            mapping = frame.unique(subset=[ITEM], keep="first").collect()
         items = items.join(mapping, on=ITEM, how="left", maintain_order="left")
         codes = items[name].drop_nulls().unique().sort()
         items = items.with_columns(
@@ -461,8 +562,9 @@ def _attach_item_features(log: EventLog, items: pl.DataFrame, tmp: Path
             .cast(pl.Int32).alias(f"{name}_index"))
     if features.embeddings is None:
         return items, None
-    emb = features.embeddings.join(items.lazy().select(ITEM, "index"), on=ITEM,
-                                   how="inner").collect()
+    with reading(features.sources):
+        emb = features.embeddings.join(items.lazy().select(ITEM, "index"), on=ITEM,
+                                       how="inner").collect()
     if len(emb) == 0:
         return items, None
     lengths = emb["embedding"].list.len()

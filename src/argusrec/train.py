@@ -25,14 +25,19 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 from tqdm.auto import tqdm
 
 from argusrec.checkpoint import Checkpoint, mark_best, save_checkpoint
+from argusrec.device import resolve_device
 from argusrec.errors import DataError
+from argusrec.evaluate import evaluate_model
 from argusrec.loader import SequenceDataset, collate
-from argusrec.model import ArgusModel, DataSpec, ModelConfig, model_config
+from argusrec.model import PRESETS, ArgusModel, DataSpec, ModelConfig, model_config
 from argusrec.objective import ObjectiveConfig, PretrainObjective
+from argusrec.parallel import (all_reduce, barrier, full_state, init_world, load_full_state,
+                               parallelize, rank_device)
 from argusrec.sequences import PreparedData
 from argusrec.vocab import Vocabulary, adapt_state
 
@@ -101,6 +106,27 @@ class TrainConfig(BaseModel):
                                     "stop the run with an error (the last good checkpoint "
                                     "stays)")
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        return preset
+
+    @field_validator("model")
+    @classmethod
+    def _model_resolves(cls, model: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Resolve the ModelConfig now, so a bad model field (a typo, n_heads that does not
+        divide d_model) fails when the config is loaded, not when the model is built."""
+        if "preset" in info.data:  # else the unknown preset is reported on its own
+            try:
+                model_config(info.data["preset"], **model)
+            except ValidationError as e:
+                raise ValueError("; ".join(
+                    ".".join(str(p) for p in err["loc"]) + (": " if err["loc"] else "")
+                    + err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+        return model
+
     def resolved_model(self) -> ModelConfig:
         return model_config(self.preset, **self.model)
 
@@ -144,12 +170,6 @@ def sasrec_overrides() -> dict[str, Any]:
     return {"positives_only": True, "objective.nip_targets": "positive",
             "objective.feedback_weight": 0.0, "model.use_feedback": False,
             "model.feedback_head": False, "model.use_context": False}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_model(cfg: TrainConfig, data: PreparedData) -> ArgusModel:
@@ -281,8 +301,6 @@ def warm_start(model: ArgusModel, run: str | Path, data: PreparedData) -> None:
 
 def validate(model: ArgusModel, data: PreparedData, cfg: TrainConfig) -> float:
     """The validation metric of the model as it is now (it goes back to training mode)."""
-    from argusrec.evaluate import evaluate_model
-
     ks = sorted({10, int(cfg.eval_metric.split("@")[1]) if "@" in cfg.eval_metric else 10})
     results = evaluate_model(model, data, split="val", ks=ks, positives_only=cfg.positives_only,
                              max_users=cfg.eval_max_users)
@@ -360,8 +378,6 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     """
     import itertools
 
-    from argusrec.parallel import (all_reduce, barrier, full_state, init_world, load_full_state,
-                                   parallelize, rank_device)
 
     out = Path(out)
     if resume:

@@ -200,6 +200,10 @@ def adapt_state(state: dict[str, torch.Tensor], old: Vocabulary, new: Vocabulary
         state[key] = _gather(trained, mapping, trained[1:].mean(0) if len(trained) > 1
                              else trained[0])
     key = "items.content_proj.weight"  # (D, E)
+    if key in state and key not in target:  # the new data has no content vectors
+        state.pop(key)
+    elif key in target and key not in state:  # new content: no influence until trained
+        state[key] = torch.zeros_like(target[key])
     if key in state and key in target and state[key].shape[1] != target[key].shape[1]:
         raise DataError("the item content vectors of the new data have another width than "
                         "the model's", fix="use the same item embeddings as in training")

@@ -4,8 +4,12 @@
 ``format="auto"``) and hands the path to the reader of that format, which checks the schema at
 read time (missing/extra columns, wrong types, empty files) and returns a lazy
 :class:`~argusrec.events.EventLog`. Checks that need the data itself are left to whoever streams
-the frame (``prepare``), with :func:`check_events` and :func:`find_duplicates` to run on each
-collected chunk; the ``_source``/``_row`` columns let their errors name the file and row.
+the frame (``prepare``): :func:`argusrec.readers.values.check_values` on the whole log (value
+ranges, event types, timestamp units), :func:`check_events` and :func:`find_duplicates` on each
+collected chunk; the ``_source``/``_row`` columns let their errors name the file and row. A read
+that fails inside polars (a damaged page, invalid UTF-8, a ragged row) is located by
+:mod:`argusrec.readers.failures`, which also keeps users' values out of messages beyond 200
+characters.
 An in-memory DataFrame or LazyFrame is read like a "table" file (readers.table.read_frame).
 """
 
@@ -22,6 +26,7 @@ from argusrec.errors import DataError
 from argusrec.events import (
     EVENT_TYPE, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog, check_path,
 )
+from argusrec.readers.failures import shown
 from argusrec.readers.table import FRAME, is_frame
 
 FORMATS: dict[str, str] = {
@@ -187,7 +192,8 @@ def duplicate_error(duplicates: pl.DataFrame, log: EventLog) -> DataError:
     original = log.sources[int(first["_first_source"])]
     return DataError(
         f"{duplicates.height:,} exact duplicate event(s); the first repeats row "
-        f"{first['_first_row']} of {original} (user {first[USER]}, item {first[ITEM]}, "
+        f"{first['_first_row']} of {original} (user {shown(first[USER])}, item "
+        f"{shown(first[ITEM])}, "
         f"timestamp {first[TIMESTAMP]}, {first[EVENT_TYPE]})",
         path=log.sources[int(first[SOURCE])], row=int(first[ROW]),
         fix="pass --on-duplicate drop to drop the repeats, or --on-duplicate keep to keep them")

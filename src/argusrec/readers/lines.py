@@ -17,6 +17,7 @@ import polars as pl
 
 from argusrec.errors import DataError
 from argusrec.events import EVENT_TYPE, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
+from argusrec.readers.failures import shown
 from argusrec.readers.table import finish, no_events, positions
 
 _PAIR = r"^\s*(\d+)\s+(\d+)\s*$"
@@ -28,10 +29,12 @@ def _lines(path: Path) -> pl.DataFrame:
     """Non-blank lines of a text file as (``_row`` = 1-based line number, ``line``)."""
     if path.stat().st_size == 0:
         raise no_events(path)
+    data = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"not UTF-8 text (byte {err.start})", path=path,
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"not UTF-8 text (byte {err.start:,} of the file)", path=path, row=line,
                         fix="give a plain-text file of integer ids") from None
     # Splitting inside polars instead of str.split keeps 1M lines well under a second.
     df = (pl.DataFrame({"line": [text]}, schema={"line": pl.String})
@@ -54,6 +57,34 @@ def _reject(df: pl.DataFrame, ok: pl.Series, path: Path, expected: str) -> None:
                         fix=f"every line must be {expected}; fix or remove that line")
 
 
+def _reject_large(df: pl.DataFrame, path: Path) -> None:
+    """DataError naming the first line with an id too large for a 64-bit integer."""
+    long = df.filter(pl.col("line").str.contains(r"\d{19}"))  # the only lines that can be
+    if long.height == 0:
+        return
+    tokens = long.select(ROW, pl.col("line").str.extract_all(r"\d+").alias("token")).explode(
+        "token")
+    bad = tokens.filter(pl.col("token").cast(pl.Int64, strict=False).is_null()).head(1)
+    if bad.height:
+        raise DataError(f"id {shown(bad['token'][0])} does not fit in a 64-bit integer",
+                        path=path, row=int(bad[ROW][0]),
+                        fix="ids are integers below 2^63: fix that line, or renumber the ids")
+
+
+def _reject_repeated_users(df: pl.DataFrame, path: Path) -> None:
+    """S3-Rec has one line per user: a user on two lines is refused, naming both lines."""
+    repeated = df.filter(pl.col(USER).is_duplicated())
+    if repeated.height == 0:
+        return
+    user = repeated.sort(ROW)[USER][0]
+    first, second = repeated.filter(pl.col(USER) == user).sort(ROW)[ROW].head(2).to_list()
+    raise DataError(
+        f"user {user} has two lines, {first} and {second} ({repeated[USER].n_unique():,} "
+        "user(s) have more than one)", path=path, row=int(second),
+        fix="give each user one line with all its items in time order, or write the file as "
+            "'user item' lines and read it with format='sasrec'")
+
+
 def _log(df: pl.DataFrame, path: Path, fmt: str) -> EventLog:
     frame = df.lazy().with_columns(pl.lit("interaction", dtype=pl.String).alias(EVENT_TYPE),
                                    pl.lit(0, dtype=pl.UInt16).alias(SOURCE))
@@ -67,6 +98,7 @@ def read_sasrec(path: str | Path) -> EventLog:
     df = _lines(path)
     line = df["line"]
     _reject(df, line.str.contains(_PAIR), path, "two integers 'user item'")
+    _reject_large(df, path)
     if not line.str.contains(r"^\d+ \d+$").all():
         line = line.str.replace_all(r"\s+", " ")  # tabs or runs of spaces: rare, slower path
     pairs = line.str.split_exact(" ", 1).struct.unnest()
@@ -81,12 +113,14 @@ def read_s3rec(path: str | Path) -> EventLog:
     path = Path(path)
     df = _lines(path)
     _reject(df, df["line"].str.contains(_SEQUENCE), path, "integers 'user item item ...'")
+    _reject_large(df, path)
     tokens = pl.col("line").str.extract_all(r"\d+")
     df = df.select(
         tokens.list.first().cast(pl.Int64).alias(USER),
         tokens.list.slice(1).cast(pl.List(pl.Int64)).alias(ITEM),
         pl.col(ROW),
     )
+    _reject_repeated_users(df, path)
     # A line with a user id and no items is a user without events: it adds no rows.
     df = (df.with_columns(pl.int_ranges(0, pl.col(ITEM).list.len(), dtype=pl.Int64)
                           .alias(TIMESTAMP))

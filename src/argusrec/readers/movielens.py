@@ -16,9 +16,9 @@ import polars as pl
 
 from argusrec.errors import DataError
 from argusrec.events import EVENT_TYPE, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
-from argusrec.readers.table import (
-    check_column, convert, finish, has_rows, no_events, positions, tag_rows,
-)
+from argusrec.readers.failures import TextLayout, reading, shown
+from argusrec.readers.kinds import check_columns, convert
+from argusrec.readers.table import finish, has_rows, no_events, positions, tag_rows
 
 _ML_LINE = re.compile(r"^\s*-?\d+::-?\d+::")
 _ML_COLUMNS = ["UserID", "_sep1", "MovieID", "_sep2", "Rating", "_sep3", "Timestamp"]
@@ -51,35 +51,61 @@ def _in_directory(path: Path, pattern: str, what: str) -> Path:
 
 
 def read_movielens(path: str | Path) -> EventLog:
-    """Read a MovieLens ``ratings.dat`` (or a directory holding one) as rating events."""
+    """Read a MovieLens ``ratings.dat`` (or a directory holding one) as rating events.
+
+    Every field is read as text and its type decided from all the lines (ids stay integers
+    when every one is), so a bad value anywhere is named with its line.
+    """
     path = _in_directory(Path(path), "ratings.dat", "ratings.dat")
     if path.stat().st_size == 0:
         raise no_events(path)
     fields = _first_line(path).split("::")
     if len(fields) != 4:
         raise DataError(
-            f"line has {len(fields)} '::'-separated field(s), expected 4: {'::'.join(fields)!r}",
+            f"line has {len(fields)} '::'-separated field(s), expected 4: "
+            f"{shown('::'.join(fields))}",
             path=path, row=1, fix="give lines as UserID::MovieID::Rating::Timestamp")
     # '::' is not a single-byte separator, so split on ':' and drop the empty fields between.
     lf = pl.scan_csv(path, separator=":", has_header=False, quote_char=None,
-                     new_columns=_ML_COLUMNS, infer_schema_length=1000)
-    schema = lf.collect_schema()
-    lf = lf.with_row_index("_check_row", offset=1)
-    kinds = {"UserID": "id", "MovieID": "id", "Rating": "number", "Timestamp": "timestamp"}
-    for column, kind in kinds.items():
-        check_column(lf, column, schema[column], kind, path, row_column="_check_row")
-    frame = tag_rows(lf.drop("_check_row"), 0).select(
-        convert("UserID", schema["UserID"], "id").alias(USER),
-        convert("MovieID", schema["MovieID"], "id").alias(ITEM),
-        convert("Timestamp", schema["Timestamp"], "timestamp").alias(TIMESTAMP),
-        pl.lit("rating", dtype=pl.String).alias(EVENT_TYPE),
-        convert("Rating", schema["Rating"], "number").alias("rating"),
-        SOURCE, ROW,
-    )
-    if not has_rows(frame):
-        raise no_events(path)
-    log = EventLog(frame=frame, sources=(str(path),), feedback=("rating",), format="movielens")
+                     new_columns=_ML_COLUMNS, infer_schema=False)
+    layout = TextLayout(sep=":", quote=None, header=False, fields=len(_ML_COLUMNS),
+                        describe="UserID::MovieID::Rating::Timestamp", doubled=True)
+    with reading([path], layout=layout):
+        lf = lf.with_row_index("_check_row", offset=1)
+        _check_separators(lf, path)
+        specs = [(c, pl.String, kind) for c, kind in _ML_KINDS.items()]
+        forms = check_columns(lf, specs, path, row_column="_check_row", untyped=True)
+        frame = tag_rows(lf.drop("_check_row"), 0).select(
+            convert("UserID", pl.String, "id", forms.get("UserID")).alias(USER),
+            convert("MovieID", pl.String, "id", forms.get("MovieID")).alias(ITEM),
+            convert("Timestamp", pl.String, "timestamp").alias(TIMESTAMP),
+            pl.lit("rating", dtype=pl.String).alias(EVENT_TYPE),
+            convert("Rating", pl.String, "number").alias("rating"),
+            SOURCE, ROW,
+        )
+        if not has_rows(frame):
+            raise no_events(path)
+    log = EventLog(frame=frame, sources=(str(path),), feedback=("rating",), format="movielens",
+                   source_columns={USER: "UserID", ITEM: "MovieID", TIMESTAMP: "Timestamp",
+                                   "rating": "Rating"})
     return finish(log)
+
+
+_ML_KINDS = {"UserID": "id", "MovieID": "id", "Rating": "number", "Timestamp": "timestamp"}
+
+
+def _check_separators(lf: pl.LazyFrame, path: Path) -> None:
+    """Every line must be four fields joined by '::': the fields between the ':' are empty."""
+    between = pl.any_horizontal(pl.col(c).is_not_null() for c in ("_sep1", "_sep2", "_sep3"))
+    bad = lf.filter(between).select("_check_row", *_ML_COLUMNS).head(1).collect()
+    if bad.height:
+        values = list(bad.row(0)[1:])
+        while values and values[-1] is None:  # fields the line does not reach
+            values.pop()
+        line = ":".join("" if v is None else v for v in values)
+        raise DataError(f"line is not UserID::MovieID::Rating::Timestamp: {shown(line)}",
+                        path=path, row=int(bad["_check_row"][0]),
+                        fix="separate the four fields by '::' (one colon splits a field)")
 
 
 def _recbole_header(path: Path, sep: str, ignore_extra: bool) -> dict[str, str]:
@@ -90,7 +116,7 @@ def _recbole_header(path: Path, sep: str, ignore_extra: bool) -> dict[str, str]:
         name, colon, kind = field.partition(":")
         if not colon or kind not in _RECBOLE_TYPES:
             raise DataError(
-                f"header field {field!r} is not 'name:type' with a type in "
+                f"header field {shown(field)} is not 'name:type' with a type in "
                 + ", ".join(_RECBOLE_TYPES), path=path, column=field,
                 fix="give a RecBole atomic header, e.g. user_id:token\titem_id:token\t"
                     "rating:float\ttimestamp:float")
@@ -134,37 +160,26 @@ def read_recbole(path: str | Path, *, sep: str | None = None,
     # below from all values, not from polars' guess on the first rows.
     lf = pl.scan_csv(path, separator=sep, quote_char=None, infer_schema=False,
                      with_column_names=lambda cols: [c.partition(":")[0] for c in cols])
-    lf = lf.select(used).with_row_index("_check_row", offset=1)
-    stats = lf.select(
-        pl.len().alias("rows"),
-        *[(pl.col(c).is_null() | (pl.col(c).cast(pl.Int64, strict=False).cast(pl.String)
-                                  == pl.col(c)).fill_null(False)).all().alias(c)
-          for c in ("user_id", "item_id")],
-    ).collect()
-    if stats["rows"][0] == 0:
-        raise no_events(path)
-    dtypes = {c: pl.Int64 if stats[c][0] else pl.String for c in ("user_id", "item_id")}
-    for column in ("rating", "timestamp"):
-        if column in used:
-            check_column(lf, column, pl.String, RECBOLE_COLUMNS[column][1], path,
-                         row_column="_check_row")
-            dtypes[column] = pl.String
-    exprs = [
-        pl.col("user_id").cast(dtypes["user_id"], strict=False).alias(USER),
-        pl.col("item_id").cast(dtypes["item_id"], strict=False).alias(ITEM),
-        pl.lit("rating", dtype=pl.String).alias(EVENT_TYPE),
-    ]
-    if "timestamp" in used:
-        exprs.append(convert("timestamp", pl.String, "timestamp").alias(TIMESTAMP))
-    feedback: tuple[str, ...] = ()
-    if "rating" in used:
-        exprs.append(convert("rating", pl.String, "number").alias("rating"))
-        feedback = ("rating",)
-    frame = tag_rows(lf.drop("_check_row"), 0).select(*exprs, SOURCE, ROW)
-    if "timestamp" not in used:
-        frame = frame.with_columns(positions().alias(TIMESTAMP))
-    if not has_rows(frame):
-        raise no_events(path)
+    layout = TextLayout(sep=sep, quote=None, header=True)
+    with reading([path], layout=layout):
+        lf = lf.select(used).with_row_index("_check_row", offset=1)
+        specs = [(c, pl.String, RECBOLE_COLUMNS[c][1]) for c in used]
+        forms = check_columns(lf, specs, path, row_column="_check_row", untyped=True)
+        exprs = [convert("user_id", pl.String, "id", forms.get("user_id")).alias(USER),
+                 convert("item_id", pl.String, "id", forms.get("item_id")).alias(ITEM),
+                 pl.lit("rating", dtype=pl.String).alias(EVENT_TYPE)]
+        if "timestamp" in used:
+            exprs.append(convert("timestamp", pl.String, "timestamp").alias(TIMESTAMP))
+        feedback: tuple[str, ...] = ()
+        if "rating" in used:
+            exprs.append(convert("rating", pl.String, "number").alias("rating"))
+            feedback = ("rating",)
+        frame = tag_rows(lf.drop("_check_row"), 0).select(*exprs, SOURCE, ROW)
+        if "timestamp" not in used:
+            frame = frame.with_columns(positions().alias(TIMESTAMP))
+        if not has_rows(frame):
+            raise no_events(path)
     log = EventLog(frame=frame, sources=(str(path),), feedback=feedback,
-                   has_time="timestamp" in used, format="recbole")
+                   has_time="timestamp" in used, format="recbole",
+                   source_columns={USER: "user_id", ITEM: "item_id"})
     return finish(log)

@@ -1,4 +1,4 @@
-"""Generic Parquet/CSV reader with a column mapping, and the type checks every reader shares.
+"""Generic Parquet/CSV reader with a column mapping.
 
 Any table of events can be read once the user says which of its columns is the user, the item,
 the timestamp and so on (DESIGN.md, "The data model": context, item and feedback per event).
@@ -12,15 +12,16 @@ Without a mapping, a frame's columns that already carry a canonical name (``user
 ``timestamp``, ``event_type``, ``is_organic``, the feedback names, ``track_length``) map to
 themselves; any other column needs a mapping or ``ignore_extra``, as in a file.
 
-The fixed-schema readers (Yambda, MovieLens, RecBole) reuse the column *kinds* defined here:
-:func:`check_column` rejects a column whose dtype cannot become its canonical dtype, naming the
-first offending value and its row, and :func:`convert` is the matching cast. Only a column whose
-values must be looked at (text that should be numbers, floats that should be integers) is
-scanned, and only then; everything else is decided from the schema, so reading stays lazy.
+Column types are checked and cast by argusrec.readers.kinds, as in every reader. A CSV has no
+types: every column is read as text and its type decided from all of its values, never from
+polars' guess on the first rows, so row 10,500 is checked like row 1. Two canonical names may
+not share a source column, and the key ``played_ratio_pct`` maps a percentage column (divided
+by 100 on read).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,123 +34,13 @@ from argusrec.events import (
     EVENT_TYPE, EXTRA_COLUMNS, FEEDBACK_KINDS, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, USER,
     EventLog, ItemFeatures,
 )
-
-# What each kind of column accepts, in words for error messages. The canonical dtypes are
-# Int64 for integer/timestamp, Int64, String or Binary for id, Float32 for number, Boolean for
-# boolean, String for text, and Boolean/Int64/String (whichever fits) for context.
-KINDS: dict[str, str] = {
-    "integer": "an integer",
-    "id": "an integer, a text or a binary id",
-    "timestamp": "an integer or float number of seconds (or a date/datetime)",
-    "number": "a number",
-    "boolean": "a boolean or 0/1 integer",
-    "text": "text",
-    "context": "a boolean, an integer or text",
-}
+from argusrec.readers.failures import reading, shown
+from argusrec.readers.kinds import check_columns, convert
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
 
-# CSV types are inferred from this many rows; a column that turns to text later than this
-# fails inside polars at collect time instead of here.
-CSV_INFER_ROWS = 10_000
-
 # The source name of an in-memory frame, in EventLog.sources and in error messages.
 FRAME = "<DataFrame>"
-
-
-def is_text(dtype: pl.DataType) -> bool:
-    return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
-
-
-def _plan(dtype: pl.DataType, kind: str) -> str:
-    """'ok' (decided by the dtype), 'scan' (the values decide) or 'bad' for a column."""
-    integer, floating = dtype.is_integer(), dtype.is_float()
-    if kind in ("integer", "id"):
-        if integer or (kind == "id" and (is_text(dtype) or dtype == pl.Binary)):
-            return "ok"
-        return "scan" if floating or dtype == pl.String else "bad"
-    if kind == "timestamp":
-        if integer or floating or dtype in (pl.Date, pl.Datetime):
-            return "ok"
-        return "scan" if dtype == pl.String else "bad"
-    if kind == "number":
-        if integer or floating or dtype == pl.Boolean:
-            return "ok"
-        return "scan" if dtype == pl.String else "bad"
-    if kind == "boolean":
-        return "ok" if integer or dtype == pl.Boolean else "bad"
-    if kind == "text":
-        return "ok" if is_text(dtype) else "bad"
-    if kind == "context":
-        return "ok" if integer or dtype == pl.Boolean or is_text(dtype) else "bad"
-    raise ValueError(f"unknown column kind {kind!r}")
-
-
-def _offending(column: str, dtype: pl.DataType, kind: str) -> pl.Expr:
-    """True on the rows whose value cannot become ``kind`` (for a 'scan' or 'bad' plan)."""
-    col = pl.col(column)
-    if _plan(dtype, kind) == "bad":
-        return col.is_not_null()
-    if dtype.is_float():
-        return col.is_not_null() & (col != col.floor())
-    target = pl.Int64 if kind in ("integer", "id") else pl.Float64
-    return col.is_not_null() & col.cast(target, strict=False).is_null()
-
-
-def check_column(lf: pl.LazyFrame, column: str, dtype: pl.DataType, kind: str,
-                 path: str | Path, row_column: str | None = None) -> None:
-    """Raise a DataError unless ``column`` (of ``dtype``) can become the canonical ``kind``.
-
-    ``row_column`` names a 1-based row number already in ``lf``; without it rows are counted
-    here. The column is read only when its dtype alone cannot decide.
-    """
-    plan = _plan(dtype, kind)
-    if plan == "ok":
-        return
-    if row_column is None:
-        lf, row_column = lf.with_row_index("_check_row", offset=1), "_check_row"
-    hit = (lf.filter(_offending(column, dtype, kind)).select(row_column, column)
-           .head(1).collect())
-    if plan == "scan" and hit.height == 0:
-        return  # e.g. text that holds only integers: convert() casts it
-    value = hit[column][0] if hit.height else None
-    row = int(hit[row_column][0]) if hit.height else None
-    found = f"found {value!r}" if hit.height else "the column is empty"
-    raise DataError(
-        f"expected {KINDS[kind]}, got dtype {dtype}; {found}",
-        path=path, column=column, row=row,
-        fix=f"make '{column}' hold {KINDS[kind]} (or fix the values in that row)",
-    )
-
-
-def convert(column: str, dtype: pl.DataType, kind: str) -> pl.Expr:
-    """The cast of a column that passed :func:`check_column` to its canonical dtype."""
-    col = pl.col(column)
-    if kind in ("integer", "id"):
-        if kind == "id" and is_text(dtype):
-            return col.cast(pl.String)
-        if kind == "id" and dtype == pl.Binary:
-            return col  # raw bytes stay bytes: decoding could merge or reject ids
-        return col.cast(pl.Int64, strict=False) if dtype == pl.String else col.cast(pl.Int64)
-    if kind == "timestamp":
-        if dtype in (pl.Date, pl.Datetime):
-            return col.dt.epoch("s")
-        if dtype == pl.String:
-            col = col.cast(pl.Float64, strict=False)
-        if dtype == pl.String or dtype.is_float():
-            return col.floor().cast(pl.Int64)
-        return col.cast(pl.Int64)
-    if kind == "number":
-        return col.cast(pl.Float64, strict=False).cast(pl.Float32)
-    if kind == "boolean":
-        return col.cast(pl.Boolean)
-    if kind == "text":
-        return col.cast(pl.String)
-    if kind == "context":
-        if dtype == pl.Boolean:
-            return col
-        return col.cast(pl.Int64) if dtype.is_integer() else col.cast(pl.String)
-    raise ValueError(f"unknown column kind {kind!r}")
 
 
 def no_events(path: str | Path) -> DataError:
@@ -190,29 +81,37 @@ def table_files(path: Path) -> list[Path]:
 
 
 def scan_table(path: Path, sep: str | None = None) -> pl.LazyFrame:
-    """Lazily scan one Parquet or CSV file; a 0-byte file is reported as 'no events'."""
+    """Lazily scan one Parquet or CSV file; a 0-byte file is reported as 'no events'.
+
+    A CSV is read with every column as text: its types are then decided from all of its values
+    (:func:`check_columns` with ``untyped``), not guessed from its first rows, so a value that
+    does not parse in row 10,500 is named instead of failing inside polars.
+    """
     if path.stat().st_size == 0:
         raise no_events(path)
     try:
         if path.suffix == ".parquet":
             lf = pl.scan_parquet(path)
         else:
-            lf = pl.scan_csv(path, separator=sep or ("\t" if path.suffix == ".tsv" else ","),
-                             infer_schema_length=CSV_INFER_ROWS)
+            lf = pl.scan_csv(path, separator=csv_separator(path, sep), infer_schema=False)
         lf.collect_schema()
     except pl.exceptions.NoDataError:
         raise no_events(path) from None
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(f"cannot read the file ({err})", path=path,
-                        fix="check that it is a valid Parquet or CSV file") from None
+        with reading([path], sep=sep):
+            raise err
     return lf
+
+
+def csv_separator(path: Path, sep: str | None) -> str:
+    return sep or ("\t" if path.suffix == ".tsv" else ",")
 
 
 def _roles(columns: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """canonical name -> (role, kind) for every key of a column mapping, in mapping order."""
     roles: dict[str, tuple[str, str]] = {}
-    known = ([USER, ITEM, TIMESTAMP, EVENT_TYPE, IS_ORGANIC, *FEEDBACK_KINDS, *EXTRA_COLUMNS]
-             + ["context:NAME", "feedback:NAME"])
+    known = ([USER, ITEM, TIMESTAMP, EVENT_TYPE, IS_ORGANIC, *FEEDBACK_KINDS, PERCENT_KEY,
+              *EXTRA_COLUMNS] + ["context:NAME", "feedback:NAME"])
     for key in columns:
         prefix, _, name = key.partition(":")
         if key in (USER, ITEM):
@@ -223,8 +122,13 @@ def _roles(columns: Mapping[str, str]) -> dict[str, tuple[str, str]]:
             roles[key] = ("event_type", "text")
         elif key == IS_ORGANIC:
             roles[key] = ("context", "boolean")
-        elif key in FEEDBACK_KINDS:
-            roles[key] = ("feedback", "number")
+        elif key in FEEDBACK_KINDS or key == PERCENT_KEY:
+            name = "played_ratio" if key == PERCENT_KEY else key
+            if name in roles:
+                raise DataError("both played_ratio and played_ratio_pct are mapped",
+                                fix="map one: played_ratio for a fraction 0..1, "
+                                    "played_ratio_pct for a percentage 0..100")
+            roles[name] = ("feedback", "percent" if key == PERCENT_KEY else "number")
         elif key in EXTRA_COLUMNS:
             roles[key] = ("extra", "number")
         elif prefix in ("context", "feedback") and name:
@@ -233,13 +137,34 @@ def _roles(columns: Mapping[str, str]) -> dict[str, tuple[str, str]]:
                                 fix="choose another name after 'context:' / 'feedback:'")
             roles[name] = ("context", "context") if prefix == "context" else ("feedback", "number")
         else:
-            raise DataError(f"unknown column mapping key '{key}'",
+            raise DataError(f"unknown column mapping key {shown(key)}",
                             fix="use one of: " + ", ".join(known))
     for required in (USER, ITEM):
         if required not in roles:
             raise DataError(f"the column mapping has no '{required}'",
                             fix=f"map '{required}' to the column that holds the {required} id")
     return roles
+
+
+# Mapping key of a played fraction given as a percentage (0..100), divided by 100 on read.
+PERCENT_KEY = "played_ratio_pct"
+
+
+def _source_of(columns: Mapping[str, str], roles: dict[str, tuple[str, str]],
+               path: str | Path | None = None) -> dict[str, str]:
+    """canonical name -> source column; one source column may not serve two names."""
+    source_of = {canonical: columns[key] for key, canonical in zip(columns, roles)}
+    seen: dict[str, str] = {}
+    for canonical, src in source_of.items():
+        if src in seen:
+            raise DataError(
+                f"'{seen[src]}' and '{canonical}' are both mapped to the column {shown(src)}",
+                path=path, column=src,
+                fix=f"map '{seen[src]}' and '{canonical}' to different columns" + (
+                    " (a user id is never the item id)" if {seen[src], canonical} == {USER, ITEM}
+                    else ""))
+        seen[src] = canonical
+    return source_of
 
 
 def read_table(path: str | Path, columns: Mapping[str, str], *, sep: str | None = None,
@@ -254,19 +179,26 @@ def read_table(path: str | Path, columns: Mapping[str, str], *, sep: str | None 
     """
     path = Path(path)
     roles = _roles(columns)
+    source_of = _source_of(columns, roles, path)
     files = table_files(path)
     frames: list[pl.LazyFrame] = []
     for index, file in enumerate(files):
-        frame = _canonical(scan_table(file, sep), columns, roles, file, index, ignore_extra)
-        if frames and frame.collect_schema() != frames[0].collect_schema():
-            raise DataError(
-                f"columns convert to different types than in {files[0].name}: "
-                f"{dict(frame.collect_schema())} vs {dict(frames[0].collect_schema())}",
-                path=file, fix="give every file of the directory the same column types")
-        frames.append(frame)
-    if not any(has_rows(f) for f in frames):
-        raise no_events(path)
-    return _event_log(pl.concat(frames, how="vertical"), tuple(str(f) for f in files), roles)
+        with reading([file], sep=sep):
+            frame = _canonical(scan_table(file, sep), columns, roles, file, index, ignore_extra,
+                               untyped=file.suffix != ".parquet")
+            if frames and frame.collect_schema() != frames[0].collect_schema():
+                raise DataError(
+                    f"columns convert to different types than in {files[0].name}: "
+                    f"{dict(frame.collect_schema())} vs {dict(frames[0].collect_schema())}",
+                    path=file, fix="give every file of the directory the same column types "
+                    "(an id column that holds text in one CSV and only integers in another "
+                    "is text in one and integers in the other)")
+            frames.append(frame)
+    with reading(files, sep=sep):
+        if not any(has_rows(f) for f in frames):
+            raise no_events(path)
+    return _event_log(pl.concat(frames, how="vertical"), tuple(str(f) for f in files), roles,
+                      source_of)
 
 
 def is_frame(source: Any) -> bool:
@@ -331,44 +263,53 @@ def read_frame(frame: Any, columns: Mapping[str, str] | None = None, *,
                         "{'user': ..., 'item': ..., 'timestamp': ...}; the frame has: "
                         + ", ".join(names))
     roles = _roles(columns)
-    canonical = _canonical(lf, columns, roles, FRAME, 0, ignore_extra)
-    if not has_rows(canonical):
-        raise no_events(FRAME)
-    return _event_log(canonical, (FRAME,), roles)
+    source_of = _source_of(columns, roles, FRAME)
+    with reading([FRAME]):
+        canonical = _canonical(lf, columns, roles, FRAME, 0, ignore_extra)
+        if not has_rows(canonical):
+            raise no_events(FRAME)
+    return _event_log(canonical, (FRAME,), roles, source_of)
 
 
 def _canonical(lf: pl.LazyFrame, columns: Mapping[str, str], roles: dict[str, tuple[str, str]],
-               name: str | Path, index: int, ignore_extra: bool) -> pl.LazyFrame:
+               name: str | Path, index: int, ignore_extra: bool,
+               untyped: bool = False) -> pl.LazyFrame:
     """One source (a file or a frame, ``name`` in messages) checked against the mapping and
-    converted to canonical columns plus ``_source`` = ``index`` and ``_row``."""
+    converted to canonical columns plus ``_source`` = ``index`` and ``_row``; ``untyped``: its
+    text columns are a CSV's (their values decide their types)."""
     what = "frame" if str(name) == FRAME else "file"
-    source_of = {canonical: columns[key] for key, canonical in zip(columns, roles)}
+    source_of = _source_of(columns, roles, name)
     schema = lf.collect_schema()
     available = list(schema.names())
     missing = [c for c in dict.fromkeys(source_of.values()) if c not in schema]
     if missing:
         raise DataError(
-            f"mapped column(s) not in the {what}: " + ", ".join(missing),
+            f"mapped column(s) not in the {what}: " + _names(missing),
             path=name, column=missing[0],
-            fix=f"map to existing columns; the {what} has: " + ", ".join(available))
+            fix=f"map to existing columns; the {what} has: " + _names(available))
     unmapped = [c for c in available if c not in source_of.values()]
     if unmapped and not ignore_extra:
         raise DataError(
-            "column(s) not in the mapping: " + ", ".join(unmapped),
+            "column(s) not in the mapping: " + _names(unmapped),
             path=name, column=unmapped[0],
             fix="map them (e.g. 'context:NAME' or 'feedback:NAME') or pass ignore_extra=True "
                 "(--ignore-extra) to drop them")
     lf = lf.with_row_index("_check_row", offset=1)
-    exprs = []
-    for canonical, (_, kind) in roles.items():
-        src = source_of[canonical]
-        check_column(lf, src, schema[src], kind, name, row_column="_check_row")
-        exprs.append(convert(src, schema[src], kind).alias(canonical))
+    specs = [(source_of[c], schema[source_of[c]], kind) for c, (_, kind) in roles.items()]
+    forms = check_columns(lf, specs, name, row_column="_check_row", untyped=untyped)
+    exprs = [convert(src, dtype, kind, forms.get(src)).alias(canonical)
+             for canonical, (src, dtype, kind) in zip(roles, specs)]
     return tag_rows(lf.drop("_check_row"), index).select(*exprs, SOURCE, ROW)
 
 
+def _names(names: list[str], limit: int = 20) -> str:
+    """Column names for a message: the first ``limit``, each cut to a sane length."""
+    listed = ", ".join(shown(n, 60) if len(n) > 60 else n for n in names[:limit])
+    return listed + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
 def _event_log(lf: pl.LazyFrame, sources: tuple[str, ...],
-               roles: dict[str, tuple[str, str]]) -> EventLog:
+               roles: dict[str, tuple[str, str]], source_of: dict[str, str]) -> EventLog:
     """The table EventLog of converted sources: positions for a missing timestamp, the default
     event type, canonical column order."""
     has_time = TIMESTAMP in roles
@@ -380,7 +321,8 @@ def _event_log(lf: pl.LazyFrame, sources: tuple[str, ...],
                    context=tuple(n for n, (r, _) in roles.items() if r == "context"),
                    feedback=tuple(n for n, (r, _) in roles.items() if r == "feedback"),
                    extra=tuple(n for n, (r, _) in roles.items() if r == "extra"),
-                   has_time=has_time, format="table")
+                   has_time=has_time, format="table", source_columns=source_of,
+                   percent=tuple(n for n, (_, k) in roles.items() if k == "percent"))
     return finish(log)
 
 
@@ -388,9 +330,7 @@ def finish(log: EventLog, frame: pl.LazyFrame | None = None,
            items: ItemFeatures | None = None) -> EventLog:
     """``log`` with its frame's columns put in the canonical order (``EventLog.columns``)."""
     lf = (log.frame if frame is None else frame).select(log.columns)
-    return EventLog(frame=lf, sources=log.sources, context=log.context, feedback=log.feedback,
-                    extra=log.extra, has_time=log.has_time, format=log.format,
-                    items=log.items if items is None else items)
+    return dataclasses.replace(log, frame=lf, items=log.items if items is None else items)
 
 
 def null_column(name: str, dtype: pl.DataType) -> pl.Expr:

@@ -20,9 +20,9 @@ import polars as pl
 from argusrec.errors import DataError
 from argusrec.events import EVENT_TYPE, IS_ORGANIC, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog
 from argusrec.events import ItemFeatures
-from argusrec.readers.table import (
-    check_column, convert, finish, has_rows, no_events, null_column, tag_rows,
-)
+from argusrec.readers.failures import reading, shown
+from argusrec.readers.kinds import check_column, check_columns, convert
+from argusrec.readers.table import finish, has_rows, no_events, null_column, tag_rows
 
 # Per-type files in the order their events are concatenated when there is no multi_event.
 TYPE_FILES = {"listens": "listen", "likes": "like", "dislikes": "dislike", "unlikes": "unlike",
@@ -45,6 +45,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 _KINDS = {"uid": "integer", "item_id": "integer", "timestamp": "timestamp",
           "is_organic": "boolean", "played_ratio_pct": "number",
           "track_length_seconds": "number", "event_type": "text"}
+
+# canonical column -> the Yambda column it comes from (like/dislike: from event_type)
+SOURCE_COLUMNS = {USER: "uid", ITEM: "item_id", TIMESTAMP: "timestamp", EVENT_TYPE: "event_type",
+                  IS_ORGANIC: "is_organic", "played_ratio": "played_ratio_pct",
+                  "track_length": "track_length_seconds"}
 
 FEEDBACK_ORDER = ("played_ratio", "like", "dislike")
 _FEEDBACK_OF = {"multi_event": FEEDBACK_ORDER, "listens": ("played_ratio",),
@@ -103,8 +108,8 @@ def _scan(name: str, part: Path) -> tuple[pl.LazyFrame, pl.Schema]:
         lf = pl.scan_parquet(part)
         schema = lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(f"cannot read the Parquet file ({err})", path=part,
-                        fix="check that it is a valid Parquet file") from None
+        with reading([part]):
+            raise err
     expected = COLUMNS[name]
     missing = [c for c in expected if c not in schema]
     extra = [c for c in schema.names() if c not in expected]
@@ -151,7 +156,8 @@ def _check_order(part: Path, lf: pl.LazyFrame) -> None:
     stamps = hit["timestamp"][0].to_list()
     index = next(i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1])
     raise DataError(
-        f"out-of-order timestamps in the list of uid {hit['uid'][0]}: index {index} (0-based) "
+        f"out-of-order timestamps in the list of uid {shown(hit['uid'][0])}: index {index} "
+        "(0-based) "
         f"has {stamps[index]} after {stamps[index - 1]}",
         path=part, column="timestamp", row=int(hit["_user_row"][0]),
         fix="sort every user's lists by timestamp (the sequential layout is in time order)")
@@ -160,11 +166,12 @@ def _check_order(part: Path, lf: pl.LazyFrame) -> None:
 def _events(name: str, part: Path, source: int, columns: tuple[str, ...]) -> pl.LazyFrame:
     """One part of an event file as canonical columns ``columns`` (those of the whole log)."""
     lf, schema = _scan(name, part)
-    lf = _flatten(part, lf, schema, source)
-    schema = lf.collect_schema()
-    for column in COLUMNS[name]:
-        check_column(lf, column, schema[column], _KINDS[column], part, row_column=ROW)
-    cast = {c: convert(c, schema[c], _KINDS[c]) for c in COLUMNS[name]}
+    with reading([part]):
+        lf = _flatten(part, lf, schema, source)
+        schema = lf.collect_schema()
+        specs = [(c, schema[c], _KINDS[c]) for c in COLUMNS[name]]
+        forms = check_columns(lf, specs, part, row_column=ROW)
+    cast = {c: convert(c, schema[c], _KINDS[c], forms.get(c)) for c in COLUMNS[name]}
     if name == "multi_event":
         kind = cast["event_type"]
     else:
@@ -188,7 +195,8 @@ def _item_table(name: str, parts: list[Path], value: str) -> pl.LazyFrame:
     frames = []
     for part in parts:
         lf, schema = _scan(name, part)
-        check_column(lf, "item_id", schema["item_id"], "integer", part)
+        with reading([part]):
+            check_column(lf, "item_id", schema["item_id"], "integer", part)
         if name == "embeddings":
             dtype = schema["embed"]
             if not (isinstance(dtype, (pl.List, pl.Array)) and dtype.inner.is_numeric()):
@@ -196,7 +204,8 @@ def _item_table(name: str, parts: list[Path], value: str) -> pl.LazyFrame:
                                 column="embed", fix="store the embeddings as list<float>")
             out = pl.col("embed").cast(pl.List(pl.Float32)).alias(value)
         else:
-            check_column(lf, f"{value}_id", schema[f"{value}_id"], "integer", part)
+            with reading([part]):
+                check_column(lf, f"{value}_id", schema[f"{value}_id"], "integer", part)
             out = pl.col(f"{value}_id").cast(pl.Int64).alias(value)
         frames.append(lf.select(pl.col("item_id").cast(pl.Int64).alias(ITEM), out))
     return pl.concat(frames, how="vertical")
@@ -229,8 +238,9 @@ def read_yambda(path: str | Path) -> EventLog:
         for part in files[name]:
             frames.append(_events(name, part, len(sources), tuple(log.columns)))
             sources.append(str(part))
-    if not any(has_rows(f) for f in frames):
-        raise no_events(path)
+    with reading(sources):
+        if not any(has_rows(f) for f in frames):
+            raise no_events(path)
 
     items = ItemFeatures(
         artist=_item_table("artist_mapping", files["artist_mapping"], "artist")
@@ -239,7 +249,9 @@ def read_yambda(path: str | Path) -> EventLog:
         if "album_mapping" in files else None,
         embeddings=_item_table("embeddings", files["embeddings"], "embedding")
         if "embeddings" in files else None,
+        sources=tuple(str(part) for name in ITEM_FILES for part in files.get(name, [])),
     )
     log = EventLog(frame=pl.LazyFrame(), sources=tuple(sources), context=log.context,
-                   feedback=feedback, extra=extra, format="yambda")
+                   feedback=feedback, extra=extra, format="yambda",
+                   source_columns=SOURCE_COLUMNS, percent=("played_ratio",))
     return finish(log, pl.concat(frames, how="vertical"), items)
