@@ -261,6 +261,11 @@ BAD_FLAGS = [
     (["bench", "simulator", "--out", "OUT", "--jobs", "0"], ["--jobs"]),
     (["scaling", "DATA", "OUT", "--tokens", "0"], ["--tokens"]),
     (["demo", "--workdir", "OUT", "--users", "0"], ["--users"]),
+    (["serve", "OUT", "--port", "70000"], ["--port"]),
+    (["serve", "OUT", "--reload-interval", "-1"], ["--reload-interval"]),
+    (["serve", "OUT", "--ef-search", "0"], ["--ef-search"]),
+    (["serve", "OUT", "--log-level", "loud"], ["--log-level"]),
+    (["prepare", "PLAIN", "OUT", "--timestamp-unit", "days"], ["--timestamp-unit"]),
 ]
 
 

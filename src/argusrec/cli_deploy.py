@@ -16,6 +16,8 @@ import typer
 # them), not imported here so that `argus --help` need not load torch
 _Which = Enum("Which", {v: v for v in ("latest", "best")}, type=str)
 _Backend = Enum("Backend", {v: v for v in ("lmdb", "redis")}, type=str)
+_LogLevel = Enum("LogLevel", {v: v for v in ("critical", "error", "warning", "info", "debug",
+                                             "trace")}, type=str)
 _MAX_AS_OF = 2**62
 
 
@@ -91,14 +93,15 @@ def serve(
     snapshots: Annotated[Path, typer.Argument(help="The snapshots directory `argus export` "
                                               "writes (its `latest` is served).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535,
+                                      help="Port to listen on (0: any free one).")] = 8000,
     model: Annotated[Optional[Path], typer.Option(
         help="Model for POST /v1/recommendations (default: the checkpoint named in the "
         "snapshot's manifest).")] = None,
     no_runtime: Annotated[bool, typer.Option(
         "--no-runtime", help="Serve stored vectors only; load no model.")] = False,
     reload_interval: Annotated[float, typer.Option(
-        help="Seconds between checks for a new snapshot; 0 = only on POST "
+        min=0.0, help="Seconds between checks for a new snapshot; 0 = only on POST "
         "/v1/admin/reload.")] = 10.0,
     no_check: Annotated[bool, typer.Option(
         "--no-check", help="Skip the sha256 check of a snapshot's files before serving it.")]
@@ -106,9 +109,9 @@ def serve(
     redis_url: Annotated[Optional[str], typer.Option(
         help="Redis server of a redis-backed snapshot (default: the manifest's).")] = None,
     ef_search: Annotated[Optional[int], typer.Option(
-        help="HNSW search width: more is slower and finds more of the exact top-k (default: "
-        "the snapshot's).")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+        min=1, help="HNSW search width: more is slower and finds more of the exact top-k "
+        "(default: the snapshot's).")] = None,
+    log_level: Annotated[_LogLevel, typer.Option(help="uvicorn log level.")] = "warning",
     token_file: Annotated[Optional[Path], typer.Option(
         help="A file holding a bearer token that POST /v1/admin/* and GET /metrics then "
         "require (default: $ARGUS_SERVE_TOKEN; none leaves them open, allowed on loopback "
@@ -143,7 +146,8 @@ def serve(
                "Ctrl-C stops)")
     run_serve(snapshots, host=host, port=port, model_run=model, runtime=not no_runtime,
               reload_interval=reload_interval or None, check=not no_check,
-              redis_url=redis_url, ef_search=ef_search, log_level=log_level, token=token,
+              redis_url=redis_url, ef_search=ef_search,
+              log_level=getattr(log_level, "value", log_level), token=token,
               max_body_bytes=max_body_bytes, max_history=max_history,
               runtime_workers=runtime_workers, runtime_queue=runtime_queue)
 
