@@ -118,7 +118,7 @@ def test_heads_must_divide_the_width(sim_data):
 
 
 def test_cpu_dropout_is_inverted_dropout():
-    from argusrec.model import Dropout
+    from argusrec.layers import Dropout
 
     torch.manual_seed(0)
     drop = Dropout(0.2).train()

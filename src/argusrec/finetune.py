@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from argusrec.checkpoint import load_model, need_data, save_checkpoint
 from argusrec.errors import DataError
 from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
-from argusrec.loader import Batch, PreparedDataset, collate, split_history
+from argusrec.batch import Batch
+from argusrec.loader import PreparedDataset, collate, split_history
 from argusrec.model import ArgusModel
 from argusrec.sequences import SPLIT_CODES, PreparedData
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from argusrec.layers import Dropout
+
 if TYPE_CHECKING:  # model.py will import this module; a runtime import back would be circular
     from argusrec.model import ModelConfig
 
@@ -67,10 +69,6 @@ class HSTUBlock(nn.Module):
         if not 1 <= time_buckets <= 53:
             raise ValueError(f"time_buckets must be in 1..53 (exact log2 in float64), got "
                              f"{time_buckets}; the default is {TIME_BUCKETS}")
-        # Imported here, not at the top: model.py imports this module, and a top-level import
-        # back into it would run before its Dropout exists.
-        from argusrec.model import Dropout
-
         self.n_heads, self.qk_dim, self.v_dim = n_heads, qk_dim, v_dim
         self.query_chunk = QUERY_CHUNK
         self.norm_in = nn.LayerNorm(d_model)
@@ -129,7 +127,6 @@ class HSTUEncoder(nn.Module):
         super().__init__()
         if cfg.d_model % cfg.n_heads:
             raise ValueError(f"d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
-        from argusrec.model import Dropout  # not at the top: see HSTUBlock.__init__
 
         head = cfg.d_model // cfg.n_heads
         self.drop = Dropout(cfg.dropout)

@@ -20,45 +20,14 @@ Legend: B batch, L window length (<= max_len), C context fields, F feedback fiel
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from argusrec.batch import Batch
 from argusrec.errors import DataError
 from argusrec.sequences import GAP, SPLIT_CODES, TRAIN, PreparedData
-
-
-@dataclass
-class Batch:
-    """A padded batch. Padding is on the right; ``mask`` is False there.
-
-    Shapes: user (B,); item, timestamp, event_type, mask, target, positive (B, L);
-    context (B, L, C) int codes (0 = unknown/padding); feedback (B, L, F) float32 with NaN
-    where a signal is absent (and at padding); feedback_mask (B, L, F) bool.
-    """
-
-    user: torch.Tensor
-    item: torch.Tensor
-    timestamp: torch.Tensor
-    event_type: torch.Tensor
-    context: torch.Tensor
-    feedback: torch.Tensor
-    feedback_mask: torch.Tensor
-    positive: torch.Tensor
-    mask: torch.Tensor
-    target: torch.Tensor
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                        for f in fields(self)})
-
-    def pin_memory(self) -> "Batch":
-        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
-
-    def __len__(self) -> int:
-        return int(self.item.shape[0])
 
 
 def split_history(split: np.ndarray, code: int) -> np.ndarray:

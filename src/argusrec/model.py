@@ -26,14 +26,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedding,
                                  TimeGapEmbedding, item_keys)
 from argusrec.hstu import HSTUEncoder, hstu_parameter_count
-from argusrec.loader import Batch
+from argusrec.layers import Dropout, Rotary, causal_attention, mlp
+from argusrec.batch import Batch
 from argusrec.vocab import Vocabulary
 
 
@@ -138,56 +138,6 @@ class DataSpec:
                    content=vocab.content)
 
 
-def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
-
-
-class Dropout(nn.Module):
-    """Inverted dropout. On CPU the mask comes from ``rand_like``, 2.4x faster than the
-    Bernoulli sampler behind ``F.dropout`` (it was 10% of a SASRec step on 2 cores); elsewhere
-    it is ``F.dropout``."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, True)
-        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
-
-
-class Rotary(nn.Module):
-    """Rotary position embedding applied to queries and keys (B, H, S, Dh)."""
-
-    def __init__(self, head_dim: int, max_len: int, base: float = 10_000.0) -> None:
-        super().__init__()
-        inv = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
-        angles = torch.outer(torch.arange(max_len).float(), inv)  # (S, Dh/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        S = x.shape[-2]
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        cos, sin = self.cos[:S].to(x.dtype), self.sin[:S].to(x.dtype)
-        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-
-
-def _causal_attention(q: Tensor, k: Tensor, v: Tensor, rotary: "Rotary | None",
-                      dropout_p: float) -> Tensor:
-    """Causal SDPA over (B, H, S, Dh) heads -> (B, S, H * Dh)."""
-    if rotary is not None:
-        q, k = rotary(q), rotary(k)
-    # Right padding + a causal mask: padded positions come last, so they never reach a real
-    # one, and no explicit padding mask is needed (the fused kernels stay usable).
-    a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-    B, H, S, Dh = a.shape
-    return a.transpose(1, 2).reshape(B, S, H * Dh)
-
-
 class Block(nn.Module):
     """Pre-norm transformer block: causal SDPA self-attention, then a GELU feed-forward."""
 
@@ -198,13 +148,13 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
         self.norm2 = nn.LayerNorm(cfg.d_model)
-        self.ff = _mlp(cfg.d_model, cfg.ff_mult * cfg.d_model, cfg.d_model)
+        self.ff = mlp(cfg.d_model, cfg.ff_mult * cfg.d_model, cfg.d_model)
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         B, S, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, S, 3, self.n_heads, D // self.n_heads).unbind(2)
-        a = _causal_attention(*(t.transpose(1, 2) for t in (q, k, v)), self.rotary,
+        a = causal_attention(*(t.transpose(1, 2) for t in (q, k, v)), self.rotary,
                               self.attention_dropout if self.training else 0.0)
         x = x + self.drop(self.out(a))
         return x + self.drop(self.ff(self.norm2(x)))
@@ -235,7 +185,7 @@ class SASRecBlock(nn.Module):
         normed = self.norm1(x)
         q = self.q(normed).view(B, S, H, D // H).transpose(1, 2)
         k, v = (t.transpose(1, 2) for t in self.kv(x).view(B, S, 2, H, D // H).unbind(2))
-        a = _causal_attention(q, k, v, self.rotary,
+        a = causal_attention(q, k, v, self.rotary,
                               self.attention_dropout if self.training else 0.0)
         x = self.norm2(normed + self.out(a))
         return x + self.drop(self.ff(x))
@@ -316,9 +266,9 @@ class ArgusModel(nn.Module):
             if getattr(cfg, name) != "mlp" and U != D:
                 raise ValueError(f"{name}={getattr(cfg, name)} needs user_dim == d_model "
                                  f"(got {U} and {D}); set model.user_dim: {D}")
-        self.user_head = _mlp(nip_in, hidden, U) if cfg.user_head == "mlp" else None
-        self.item_tower = _mlp(D, hidden, U) if cfg.item_tower == "mlp" else None
-        self.feedback_head = (_mlp(fp_in, hidden, len(spec.feedback_names))
+        self.user_head = mlp(nip_in, hidden, U) if cfg.user_head == "mlp" else None
+        self.item_tower = mlp(D, hidden, U) if cfg.item_tower == "mlp" else None
+        self.feedback_head = (mlp(fp_in, hidden, len(spec.feedback_names))
                               if cfg.feedback_head and spec.feedback_names else None)
         # (1,), not a scalar: FSDP2 shards only parameters with at least one dimension
         self.log_temperature = nn.Parameter(torch.tensor([math.log(cfg.init_temperature)]))

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from argusrec.loader import Batch
+from argusrec.batch import Batch
 from argusrec.losses import FeedbackLoss, LossOutput, make_next_item_loss
 from argusrec.model import ArgusModel
 
