@@ -4,7 +4,8 @@ history 512 (batch 16, corrected logQ, feedback head, 2 threads) on the long-his
     python benchmarks/profile_step.py   # expects the data of finetune_speedup.py / throughput.py
 """
 import torch, time
-from argusrec.train import TrainConfig, build_model, _optimizer
+from argusrec.optim import build_optimizer
+from argusrec.train import TrainConfig, build_model
 from argusrec.objective import PretrainObjective
 from argusrec.loader import SequenceDataset, collate
 from argusrec.sequences import PreparedData
@@ -13,7 +14,7 @@ cfg = TrainConfig(preset="3m", model={"max_len": 512, "positions": "rotary"}, ba
 data = PreparedData("/tmp/i4/data")
 model = build_model(cfg, data)
 obj = PretrainObjective(cfg.objective, model, torch.from_numpy(data.item_counts()).float())
-opt = _optimizer(model, cfg.optim)
+opt = build_optimizer(model, cfg.optim)
 ds = SequenceDataset(data, split="train", max_len=512)
 full = [i for i in range(len(ds)) if ds.windows[i,3]-ds.windows[i,2]==512][:16]
 batch = collate([ds[i] for i in full])

@@ -64,7 +64,8 @@ def child(args) -> dict:
     from argusrec.parallel import World, parallelize
     from argusrec.scaling import flops_per_token
     from argusrec.sequences import PreparedData
-    from argusrec.train import TrainConfig, _optimizer, build_model
+    from argusrec.optim import build_optimizer
+    from argusrec.train import TrainConfig, build_model
 
     torch.set_num_threads(args.threads)
     preset, length = args.one.split(":")
@@ -80,7 +81,7 @@ def child(args) -> dict:
     checkpointing = length >= args.checkpoint_from
     wrapped = parallelize(model, World(), activation_checkpointing=checkpointing,
                           compile=args.compile, bf16=args.bf16)
-    optimizer = _optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim)
     dataset = SequenceDataset(data, split="train", max_len=length)
     full = [i for i in range(len(dataset))
             if dataset.windows[i, 3] - dataset.windows[i, 2] == length]

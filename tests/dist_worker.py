@@ -1,4 +1,4 @@
-"""Run `pretrain` in one process of a torchrun world (or alone) and let rank 0 write the loss
+"""Run `pretrain` (or `finetune`) in one process of a torchrun world (or alone) and let rank 0 write the loss
 trajectory as JSON. Used by test_distributed.py:
 
     python -m torch.distributed.run --nproc_per_node 2 tests/dist_worker.py DATA OUT CFG RESULT
@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from argusrec.finetune import FinetuneConfig, finetune
 from argusrec.train import TrainConfig, pretrain
 
 
@@ -16,8 +17,13 @@ def main() -> None:
     fields = json.loads(cfg_json)
     resume = fields.pop("_resume", False)
     stop_after = fields.pop("_stop_after", None)
-    summary = pretrain(data, out, TrainConfig(**fields), resume=resume, progress=False,
-                       stop_after=stop_after)
+    pretrained = fields.pop("_finetune_from", None)  # set: fine-tune that run instead
+    if pretrained is not None:
+        summary = finetune(data, pretrained, out, FinetuneConfig(**fields), resume=resume,
+                           progress=False, stop_after=stop_after)
+    else:
+        summary = pretrain(data, out, TrainConfig(**fields), resume=resume, progress=False,
+                           stop_after=stop_after)
     if int(os.environ.get("RANK", "0")) == 0:
         with open(result, "w") as f:
             json.dump({"losses": summary.losses, "steps": summary.steps}, f)

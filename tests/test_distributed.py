@@ -1,4 +1,4 @@
-"""Distributed pretraining: 2 CPU processes with gloo against 1 process with the same global
+"""Distributed pretraining and fine-tuning: 2 CPU processes with gloo against 1 process with the same global
 batch, and checkpoints that move between 2 ranks and 1.
 
 1 process with grad_accum=2 computes exactly what 2 ranks with grad_accum=1 compute (each rank's
@@ -62,3 +62,28 @@ def test_checkpoints_move_between_two_ranks_and_one(sim_data, tmp_path):
     rest = run(sim_data, tmp_path / "b", {**base(parallel="ddp"), "_resume": True},
                tmp_path / "b2.json", 2)
     np.testing.assert_allclose(rest, reference[3:], rtol=TOL)
+
+
+def finetune_base(pretrained: Path, **extra) -> dict:
+    return {"_finetune_from": str(pretrained), "batch_size": 2, "max_steps": 4, "lag": 0,
+            "threads": 1, "group_by_length": False, "optim": {"warmup_steps": 2}, **extra}
+
+
+@pytest.fixture(scope="module")
+def pretrained(sim_data, tmp_path_factory):
+    """A run without dropout, so that fine-tuning has no per-rank randomness either."""
+    out = tmp_path_factory.mktemp("pre") / "run"
+    run(sim_data, out, {**base(), "max_steps": 2}, out.parent / "pre.json", 1)
+    return out
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_finetuning_on_two_ranks_follows_one_process(sim_data, pretrained, tmp_path,
+                                                     parallel):
+    one = finetune_base(pretrained)
+    one["optim"] = {**one["optim"], "grad_accum": 2}
+    single = run(sim_data, tmp_path / "one", one, tmp_path / "one.json", 1)
+    double = run(sim_data, tmp_path / "two", finetune_base(pretrained, parallel=parallel),
+                 tmp_path / "two.json", 2)
+    assert len(single) == len(double) == 4
+    np.testing.assert_allclose(double, single, rtol=TOL)

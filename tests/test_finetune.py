@@ -13,7 +13,7 @@ from argusrec.finetune import (FinetuneConfig, ImpressionDataset, collate_impres
                                score_reference)
 from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
 from argusrec.sequences import PreparedData
-from argusrec.train import TrainConfig, build_model
+from argusrec.train import TrainConfig, build_model, pretrain
 
 MUSIC = {"played_ratio": "ratio", "like": "binary", "dislike": "binary"}
 
@@ -140,3 +140,47 @@ def test_finetune_rejects_used_directory_and_missing_model(sim_data, tmp_path):
         finetune(sim_data, None, tmp_path / "ft", FinetuneConfig(max_steps=1), progress=False)
     with pytest.raises(DataError, match="no pretrained model"):
         finetune(sim_data, None, tmp_path / "other", FinetuneConfig(max_steps=1), progress=False)
+
+
+def test_finetuning_resumes_bit_exactly_after_kill_9(sim_data, tmp_path):
+    """The fine-tuning loop is pretraining's: a run killed with SIGKILL resumes from its
+    newest checkpoint and continues on exactly the uninterrupted run's losses."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pretrain(sim_data, tmp_path / "pre", TrainConfig(preset="debug", max_steps=2,
+                                                     batch_size=4), progress=False)
+    cfg = FinetuneConfig(max_steps=120, batch_size=4, lag=0, checkpoint_every=5,
+                         keep_checkpoints=2, threads=1)
+    straight = finetune(sim_data, tmp_path / "pre", tmp_path / "a", cfg, progress=False)
+    (tmp_path / "ft.yaml").write_text("checkpoint_every: 5\nkeep_checkpoints: 2\n")
+    argus = str(Path(sys.executable).with_name("argus"))
+    proc = subprocess.Popen([argus, "finetune", str(sim_data), str(tmp_path / "pre"),
+                             str(tmp_path / "b"), "--max-steps", "120", "--batch-size", "4",
+                             "--lag", "0", "--threads", "1", "--config",
+                             str(tmp_path / "ft.yaml"), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "b" / "checkpoints" /
+                                          "step-00000010").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rest = finetune(sim_data, None, tmp_path / "b", cfg, resume=True, progress=False)
+    assert rest.steps == 120 and 0 < len(rest.losses) < 120
+    np.testing.assert_allclose(rest.losses, straight.losses[-len(rest.losses):], rtol=0,
+                               atol=1e-6)
+
+
+def test_finetuning_validates_and_keeps_the_best(sim_data, tmp_path):
+    pretrain(sim_data, tmp_path / "pre", TrainConfig(preset="debug", max_steps=2,
+                                                     batch_size=4), progress=False)
+    summary = finetune(sim_data, tmp_path / "pre", tmp_path / "ft",
+                       FinetuneConfig(max_steps=6, batch_size=4, eval_every=2, patience=5),
+                       progress=False)
+    assert 0 < summary.best_value <= 1 and summary.best_step in (2, 4, 6)
+    best = (tmp_path / "ft" / "checkpoints" / "best").read_text().split()
+    assert best[0] == f"step-{summary.best_step:08d}" and best[1] == "PairAccuracy"

@@ -31,6 +31,11 @@ from typing import Any
 import numpy as np
 
 from argusrec.errors import DataError
+from argusrec.evaluate import evaluate
+from argusrec.prepare import PrepareConfig, SplitConfig, prepare
+from argusrec.sequences import PreparedData
+from argusrec.simulate import SimulatorConfig, simulate
+from argusrec.train import TrainConfig, apply_overrides, pretrain, sasrec_overrides
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,6 @@ def window_length(lengths: np.ndarray) -> int:
 def default_config(data, encoder: str, loss: str, seed: int, *, patience: int = 4,
                    threads: int | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """The suite's TrainConfig fields for one run on a prepared dataset."""
-    from argusrec.train import apply_overrides, sasrec_overrides
 
     users = data.users()
     train_events = int(users["n_train"].sum())
@@ -117,13 +121,11 @@ def resolve_dataset(name: str, work: Path, fmt: str | None = None, *,
     A named dataset is read from ``data_dir`` (default: :func:`default_data_dir`), e.g.
     ``data_dir/ml-1m/ml-1m.txt``.
     """
-    from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 
     prepared = work / "data"
     if name == "simulator":
         label = "simulator"
         if not prepared.exists():
-            from argusrec.simulate import SimulatorConfig, simulate
 
             simulate(SimulatorConfig(seed=0), work / "events", progress=False, overwrite=True)
             prepare(work / "events", prepared, PrepareConfig(merge_reactions=True, split=SplitConfig(
@@ -180,8 +182,6 @@ def _one_run(prepared: str, run_dir: str, fields: dict[str, Any], exclude: bool,
              progress: bool) -> dict[str, Any]:
     """Pretrain one configuration, score its best checkpoint on test, and record the result in
     RUN_DIR/result.json (with the configuration, so a rerun can reuse it)."""
-    from argusrec.evaluate import evaluate
-    from argusrec.train import TrainConfig, pretrain
 
     run_dir_p = Path(run_dir)
     if run_dir_p.exists():  # an unfinished run starts afresh
@@ -227,7 +227,6 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
     each run gets ``threads`` or an equal share of the cores). ``data_dir`` holds the named
     datasets (:func:`resolve_dataset`).
     """
-    from argusrec.sequences import PreparedData
 
     if jobs < 1:
         raise DataError(f"--jobs must be at least 1, got {jobs}", fix="pass --jobs 1 or more")

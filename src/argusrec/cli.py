@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import logging
 import sys
 from enum import Enum
@@ -547,6 +548,16 @@ def finetune(
     = None,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (default: 0).")]
     = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        min=0, help="Validate (PairAccuracy on the validation period's impressions) every N "
+        "steps; the best checkpoint is kept as checkpoints/best.")] = None,
+    patience: Annotated[Optional[int], typer.Option(
+        min=0, help="Stop after N validations without improvement (default: never).")] = None,
+    parallel: Annotated[Optional[_Parallel], typer.Option(
+        help="Under torchrun: ddp (default), fsdp (FSDP2, sharded) or none.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the fine-tuning run in OUT from its newest intact "
+        "checkpoint, with its saved config (PRETRAINED is then not read).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Fine-tune a pretrained model as a two-tower ranker over impressions, in one causal pass.
@@ -559,7 +570,8 @@ def finetune(
 
     PRETRAINED may have been trained on an older dataset: new items get rows in the item table.
     When it is itself a fine-tuned run, its fine-tuning config is the base (flags and --config
-    override it).
+    override it). The training loop is pretraining's: torchrun (DDP / FSDP2), --resume after
+    an interruption, validation with early stopping.
     """
     from argusrec.checkpoint import Checkpoint
     from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run
@@ -568,21 +580,25 @@ def finetune(
     flags = {dotted: value for dotted, value in {
         "lag": lag, "max_len": max_len, "min_history": min_history,
         "max_impressions": max_impressions, "batch_size": batch_size, "epochs": epochs,
-        "max_steps": max_steps, "lr": lr, "device": device, "threads": threads,
-        "seed": seed}.items() if value is not None}
+        "max_steps": max_steps, "optim.lr": lr, "device": device, "threads": threads,
+        "seed": seed, "eval_every": eval_every, "patience": patience,
+        "parallel": _value(parallel)}.items() if value is not None}
     if pair_window is not None:
         flags.update({"pairs.pair_within": "window", "pairs.pair_window": pair_window})
     if from_scratch:
         flags["from_scratch"] = True
-    start = Checkpoint.open(pretrained).finetune or {}
+    source = Checkpoint.newest_intact(out) if resume else Checkpoint.open(pretrained)
+    start = source.finetune or {}
     cfg = FinetuneConfig(**apply_overrides({**start, **_load_yaml(config)}, flags))
-    summary = run(data, pretrained, out, cfg, progress=not quiet)
+    summary = run(data, pretrained, out, cfg, resume=resume, progress=not quiet)
     typer.echo(f"fine-tuned {summary.steps} steps over {summary.examples:,} windows with "
                f"{summary.impressions:,} impressions ({summary.pairs_seen:,} pairs seen), "
                f"loss {summary.losses[0]:.4f} -> {summary.final_loss:.4f}, "
                f"{summary.seconds:.1f}s -> {out}/checkpoints")
     from argusrec.sequences import PreparedData
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one report
+        return
     split = "val" if PreparedData(data).meta["counts"]["split_events"].get("val") else "test"
     results = evaluate_pairs(out, split=split, cfg=cfg)
     typer.echo(_pairs_report(results, f"{out} on {split}"))

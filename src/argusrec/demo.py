@@ -22,6 +22,7 @@ from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run_fi
 from argusrec.loader import SequenceDataset
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.sequences import TEST, PreparedData
+from argusrec.serve import create_app
 from argusrec.simulate import SimulatorConfig, simulate
 from argusrec.export import export
 from argusrec.train import TrainConfig, pretrain
@@ -153,8 +154,6 @@ def _one_request(snapshots: Path, model_run: Path) -> dict:
     import urllib.request
 
     import uvicorn
-
-    from argusrec.serve import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

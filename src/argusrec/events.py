@@ -36,6 +36,8 @@ from pathlib import Path
 
 import polars as pl
 
+from argusrec.errors import DataError
+
 USER = "user"
 ITEM = "item"
 TIMESTAMP = "timestamp"
@@ -115,8 +117,6 @@ def feedback_kind(name: str) -> str:
 
 def check_path(path: str | Path, what: str = "input") -> Path:
     """Resolve a path that must exist, or raise a DataError naming it."""
-    from argusrec.errors import DataError
-
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(

@@ -25,27 +25,34 @@ fields.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from argusrec.checkpoint import load_model, need_data, save_checkpoint
-from argusrec.errors import DataError
-from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
 from argusrec.batch import Batch
+from argusrec.checkpoint import Checkpoint, load_model, need_data
+from argusrec.device import resolve_device
+from argusrec.errors import DataError
+from argusrec.fit import Loop, StepResult, Task, fit, resumed_config
+from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
 from argusrec.loader import PreparedDataset, collate, split_history
 from argusrec.model import ArgusModel
+from argusrec.optim import OptimConfig
+from argusrec.oracle import Oracle
+from argusrec.parallel import init_world, rank_device
 from argusrec.sequences import SPLIT_CODES, PreparedData
+from argusrec.train import TrainConfig, build_model
 
 DAY = 86_400
 RECOMMENDATION = 2  # ctx_is_organic code of recommendation traffic (argusrec.sequences)
@@ -233,9 +240,9 @@ class ImpressionBatch:
     worse: Tensor
     weight: Tensor
 
-    def to(self, device) -> "ImpressionBatch":
-        moved = {k: (v.to(device) if isinstance(v, (Tensor, Batch)) else v)
-                 for k, v in self.__dict__.items()}
+    def to(self, device, non_blocking: bool = False) -> "ImpressionBatch":
+        moved = {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, (Tensor, Batch))
+                     else v) for k, v in self.__dict__.items()}
         return ImpressionBatch(**moved)
 
 
@@ -259,10 +266,12 @@ def collate_impressions(samples: list[dict[str, Any]], pairs: PairConfig) -> Imp
         worse=torch.from_numpy(worse), weight=torch.from_numpy(weight).float())
 
 
-def score_batch(model: ArgusModel, batch: ImpressionBatch, parts: bool = False):
+def score_batch(model: ArgusModel, batch: ImpressionBatch, parts: bool = False, *,
+                forward=None):
     """(N,) two-tower scores of a batch's impressions from one encoder pass per window; with
-    ``parts``, (scores, user vectors (N, U), item vectors (N, U))."""
-    states = model.event_states(batch.events)  # (B, L, D)
+    ``parts``, (scores, user vectors (N, U), item vectors (N, U)). ``forward`` is the parallel
+    wrapper of ``model`` in training (DDP and FSDP need the pass to go through it)."""
+    states = (forward or model)(batch.events, states_only=True).hidden  # (B, L, D)
     h = states[batch.window, batch.state]  # (N, D)
     user = model.user_vectors_at(h, batch.context, batch.event_type, batch.gap)  # (N, U)
     item = model.item_vectors(batch.item)  # (N, U)
@@ -302,6 +311,15 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 # -- training ---------------------------------------------------------------------------------
+_LEGACY_OPTIM = {"lr", "weight_decay", "warmup_steps", "grad_clip"}
+
+# Fields `argus finetune --resume` may change (argusrec.train.RESUMABLE's counterpart).
+RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
+             "keep_checkpoints", "log_every", "threads", "num_workers", "device",
+             "nonfinite_patience", "parallel", "activation_checkpointing", "compile",
+             "optim.grad_accum")
+
+
 class FinetuneConfig(BaseModel):
     """Everything `argus finetune` needs; saved inside every checkpoint."""
 
@@ -316,11 +334,10 @@ class FinetuneConfig(BaseModel):
     min_history: int = Field(1, ge=1, description="skip impressions with less history")
     max_impressions: int = Field(512, ge=1, description="impressions per example")
     pairs: PairConfig = Field(default_factory=PairConfig)
-    lr: float = Field(3e-4, gt=0, description="peak learning rate (AdamW)")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(50, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
-    batch_size: int = Field(8, ge=1, description="windows per step")
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(lr=3e-4, warmup_steps=50),
+        description="optimizer and schedule (argusrec.optim); fine-tuning's peak lr is lower")
+    batch_size: int = Field(8, ge=1, description="windows per micro-batch (per rank)")
     epochs: float = Field(1.0, gt=0, description="passes over the examples (without max_steps)")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps")
     from_scratch: bool = Field(False, description="ablation: random initialisation instead of "
@@ -329,7 +346,37 @@ class FinetuneConfig(BaseModel):
     device: str = Field("auto")
     threads: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
+    group_by_length: bool = Field(True, description="batch windows of similar length together")
+    bf16: bool | None = Field(None, description="bf16 autocast; None = on where supported")
+    log_every: int = Field(10, ge=1, description="steps between TensorBoard points")
     checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(1, ge=1, description="newest checkpoints kept (and the best)")
+    eval_every: int = Field(0, ge=0, description="steps between validation PairAccuracy runs "
+                            "(on the validation period's impressions); 0 = none")
+    eval_metric: str = Field("PairAccuracy", description="validation metric to maximise: "
+                             "PairAccuracy or PairAccuracy/weighted")
+    patience: int = Field(0, ge=0, description="stop after this many validations without "
+                          "improvement; 0 = never stop early")
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = Field(
+        "auto", description="under torchrun: DDP (auto), FSDP2 or none, as in pretraining")
+    activation_checkpointing: bool = Field(False, description="recompute each encoder block "
+                                           "in the backward pass")
+    compile: bool = Field(False, description="torch.compile each encoder block")
+    nonfinite_patience: int = Field(10, ge=1, description="non-finite steps in a row that "
+                                    "stop the run (each is skipped with a warning)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_fields(cls, fields: Any) -> Any:
+        """Configs before the shared optimizer had lr, weight_decay, warmup_steps and
+        grad_clip at the top level; they go into ``optim``."""
+        if isinstance(fields, dict) and _LEGACY_OPTIM & fields.keys():
+            fields = dict(fields)
+            optim = {"lr": 3e-4, "warmup_steps": 50, **(fields.get("optim") or {})}
+            for name in _LEGACY_OPTIM & fields.keys():
+                optim[name] = fields.pop(name)
+            fields["optim"] = optim
+        return fields
 
     def dataset(self, data: PreparedData, split: str, max_len: int) -> ImpressionDataset:
         return ImpressionDataset(data, split=split, max_len=self.max_len or max_len,
@@ -347,6 +394,9 @@ class FinetuneSummary:
     pairs_seen: int
     losses: list[float] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
+    best_value: float = -math.inf
+    best_step: int | None = None
 
     @property
     def final_loss(self) -> float:
@@ -354,30 +404,32 @@ class FinetuneSummary:
 
 
 def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Path,
-             cfg: FinetuneConfig | None = None, *, progress: bool = True,
-             model_fields: dict | None = None) -> FinetuneSummary:
+             cfg: FinetuneConfig | None = None, *, resume: bool = False,
+             progress: bool = True, model_fields: dict | None = None,
+             stop_after: int | None = None) -> FinetuneSummary:
     """Fine-tune a pretrained ARGUS model as a two-tower ranker on the training impressions.
 
-    ``pretrained`` is a run or checkpoint of `argus pretrain`; with ``cfg.from_scratch`` its
-    architecture is kept and its weights are not (``pretrained`` may then be None if
-    ``model_fields`` gives a TrainConfig for the architecture). The result is a run directory
-    with checkpoints that `argus pairs`, `argus rank` and `argus export` read.
+    ``pretrained`` is a run or checkpoint of `argus pretrain` (or of `argus finetune`, to
+    warm-start), on this dataset or an older one; with ``cfg.from_scratch`` its architecture
+    is kept and its weights are not (``pretrained`` may then be None if ``model_fields``
+    gives a TrainConfig for the architecture). The loop is argusrec.fit's, as pretraining's:
+    under torchrun it runs with DDP or FSDP2, and ``resume`` continues the run in ``out``
+    exactly. The result is a run directory that `argus pairs`, `rank` and `export` read.
     """
-    from torch.utils.data import DataLoader
-    from torch.utils.tensorboard import SummaryWriter
-
-    from argusrec.train import (BatchOrder, OptimConfig, TrainConfig, _optimizer, build_model,
-                                lr_factor, resolve_device)
-
-    cfg = cfg or FinetuneConfig()
     out = Path(out)
-    if (out / "checkpoints").exists():
+    if not resume and (out / "checkpoints").exists():
         raise DataError("this run directory already has checkpoints", path=out,
-                        fix="choose a new directory for the fine-tuned model")
+                        fix="pass --resume to continue it, or choose a new directory")
+    ckpt = Checkpoint.newest_intact(out) if resume else None
+    if ckpt is not None:
+        cfg = resumed_config(FinetuneConfig(**ckpt.finetune), cfg, RESUMABLE, out)
+        pretrained, model_fields = ckpt.path, None
+    cfg = cfg or FinetuneConfig()
     data = PreparedData(data_path)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    world = init_world(cfg.device)
+    device = rank_device(world, resolve_device(cfg.device))
     if pretrained is not None:
         model, config, _ = load_model(pretrained, data)
         train_cfg = TrainConfig(**config["train"])
@@ -386,79 +438,75 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
         model = build_model(train_cfg, data)
     else:
         raise DataError("no pretrained model given", fix="pass a run of `argus pretrain`")
-    if cfg.from_scratch:
+    if cfg.from_scratch and ckpt is None:
         train_cfg = train_cfg.model_copy(update={"seed": cfg.seed})
         model = build_model(train_cfg, data)
-    model = model.to(device).train()
     if cfg.max_len is not None and cfg.max_len > model.cfg.max_len:
         raise DataError(f"max_len {cfg.max_len} is longer than the model's window "
                         f"({model.cfg.max_len} events)", fix=f"pass --max-len "
                         f"{model.cfg.max_len} or less, or pretrain with a longer window")
+    # The ranker trains neither the feedback head nor the start state (no impression is
+    # scored from before a window's first event): frozen, they are no unused parameters to
+    # DDP, and AdamW skips them as it did when their gradients were None.
+    for p in [*(model.feedback_head.parameters() if model.feedback_head is not None else []),
+              model.start]:
+        p.requires_grad_(False)
+    model = model.to(device)
     dataset = cfg.dataset(data, "train", model.cfg.max_len)
     if len(dataset) == 0:
         raise DataError("no training impressions with history", path=data.path,
                         fix="check that the log has recommendation events with feedback, or "
                             "set pairs.impressions: all; lower --min-history or --lag")
-    torch.manual_seed(cfg.seed)
-    optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay,
-                        warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip)
-    optimizer = _optimizer(model, optim)
-    batch_size = min(cfg.batch_size, len(dataset))
-    order = BatchOrder(len(dataset), batch_size, cfg.seed,
-                       dataset.examples[:, 3] - dataset.examples[:, 2])
-    total = cfg.max_steps or max(1, int(cfg.epochs * order.per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, optim))
-    loader = DataLoader(dataset, batch_sampler=order.from_position(0),
-                        collate_fn=lambda s: collate_impressions(s, cfg.pairs),
-                        num_workers=cfg.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tensorboard"))
+
+    def step(model: ArgusModel, wrapped, batch: ImpressionBatch) -> StepResult:
+        loss = pairwise_loss(score_batch(model, batch, forward=wrapped), batch.better,
+                             batch.worse, batch.weight)
+        return StepResult(loss, int(batch.events.mask.sum()),
+                          {"pairs": float(batch.better.numel())})
+
+    validation = None
+    if cfg.eval_every:
+        val = cfg.dataset(data, "val", model.cfg.max_len)
+        if val.num_impressions == 0:
+            raise DataError("--eval-every needs validation impressions, and this dataset has "
+                            "none", path=data.path, fix="prepare with --val-duration, or "
+                            "leave --eval-every out")
+        validation = lambda m: _pair_accuracy(m, val, cfg)[cfg.eval_metric]  # noqa: E731
     # the checkpoint's TrainConfig describes the architecture; fine-tuning settings ride along
     saved_cfg = train_cfg.model_copy(update={"model": model.cfg.model_dump()})
-    summary = FinetuneSummary(out=str(out), steps=0, seconds=0.0, examples=len(dataset),
-                              impressions=dataset.num_impressions, pairs_seen=0,
-                              skipped=dict(dataset.skipped))
-    started = time.perf_counter()
-    bar = tqdm(total=total, desc="finetune", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    batches = iter(loader)
-    try:
-        for step in range(1, total + 1):
-            batch = next(batches).to(device)
-            loss = pairwise_loss(score_batch(model, batch), batch.better, batch.worse,
-                                 batch.weight)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
-            summary.losses.append(value)
-            summary.pairs_seen += int(batch.better.numel())
-            summary.steps = step
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}", pairs=int(batch.better.numel()))
-            writer.add_scalar("finetune/loss", value, step)
-            writer.add_scalar("finetune/pairs", int(batch.better.numel()), step)
-            if step % cfg.checkpoint_every == 0 or step == total:
-                save_checkpoint(out, step=step, weights=model.state_dict(), data=data, keep=1,
-                                configs={"train": saved_cfg.model_dump(),
-                                         "model": model.cfg.model_dump(),
-                                         "finetune": cfg.model_dump()},
-                                state={"optimizer": optimizer.state_dict(),
-                                       "scheduler": scheduler.state_dict(), "micro": step})
-    finally:
-        bar.close()
-        writer.close()
-    summary.seconds = time.perf_counter() - started
-    (out / "finetune.json").write_text(json.dumps({
-        "config": cfg.model_dump(), "steps": summary.steps, "seconds": summary.seconds,
-        "examples": summary.examples, "impressions": summary.impressions,
-        "pairs_seen": summary.pairs_seen, "final_loss": summary.final_loss,
-        "skipped": summary.skipped}, indent=2) + "\n")
+    task = Task(name="finetune", log_prefix="finetune", dataset=dataset,
+                collate=functools.partial(collate_impressions, pairs=cfg.pairs),
+                lengths=dataset.examples[:, 3] - dataset.examples[:, 2], step=step,
+                validate=validation,
+                configs={"train": saved_cfg.model_dump(), "model": model.cfg.model_dump(),
+                         "finetune": cfg.model_dump()},
+                reseed=cfg.seed)
+    loop = replace(Loop.of(cfg), batch_size=min(cfg.batch_size, len(dataset)))
+    run = fit(model, task, loop, out, data, world, device, resume=ckpt, progress=progress,
+              stop_after=stop_after)
+    summary = FinetuneSummary(out=str(out), steps=run.steps, seconds=run.seconds,
+                              examples=len(dataset), impressions=dataset.num_impressions,
+                              pairs_seen=int(run.metric_sums.get("pairs", 0)),
+                              losses=run.losses, skipped=dict(dataset.skipped),
+                              stopped_early=run.stopped_early, best_value=run.best_value,
+                              best_step=run.best_step)
+    if world.main:
+        (out / "finetune.json").write_text(json.dumps({
+            "config": cfg.model_dump(), "steps": summary.steps, "seconds": summary.seconds,
+            "examples": summary.examples, "impressions": summary.impressions,
+            "pairs_seen": summary.pairs_seen, "final_loss": summary.final_loss,
+            "skipped": summary.skipped}, indent=2) + "\n")
     return summary
+
+
+def _pair_accuracy(model: ArgusModel, dataset: ImpressionDataset,
+                   cfg: FinetuneConfig) -> dict[str, Any]:
+    """PairAccuracy of ``model`` on ``dataset``'s impressions (it goes back to training)."""
+    table = score_impressions(model, dataset)
+    order, better, worse, weight = impression_pairs(table, cfg.pairs)
+    results = pair_accuracy(table["score"].to_numpy()[order], better, worse, weight)
+    model.train()
+    return results
 
 
 # -- scoring and PairAccuracy -----------------------------------------------------------------
@@ -519,8 +567,6 @@ def impression_pairs(table, pairs: PairConfig) -> tuple[np.ndarray, np.ndarray, 
 
 def oracle_scores(table, data: PreparedData, oracle_dir: str | Path) -> np.ndarray:
     """The simulator's true affinity of every impression of a scored table: the ceiling."""
-    from argusrec.oracle import Oracle
-
     oracle = Oracle.load(oracle_dir)
     users = data.users().sort("index")["user"].to_numpy()
     items = data.items().sort("index")

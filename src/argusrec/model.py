@@ -225,7 +225,7 @@ class ModelOutput:
     """user: (B, L, U) NIP user vectors, where position t predicts event t; feedback: (B, L, F)
     FP logits for event t (None without the FP head); hidden: (B, S, D) encoder states."""
 
-    user: Tensor
+    user: Tensor | None
     feedback: Tensor | None
     hidden: Tensor
 
@@ -331,7 +331,11 @@ class ArgusModel(nn.Module):
         return self._user(state, ctx)
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward(self, batch: Batch, states_only: bool = False) -> ModelOutput:
+        """The heads' outputs over ``batch``; with ``states_only``, the encoder states alone
+        (fine-tuning scores impressions from them, through the parallel wrapper)."""
+        if states_only:
+            return ModelOutput(user=None, feedback=None, hidden=self.event_states(batch))
         ctx = self._context(batch)  # (B, L, D)
         item = self.items(batch.item)  # (B, L, D)
         fb = self._feedback(batch, item)  # (B, L, D)

@@ -23,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.model import ModelConfig
+from argusrec.evaluate import evaluate
+from argusrec.train import TrainConfig, apply_overrides, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,6 @@ class ScalingConfig(BaseModel):
 def run_scaling(data: str | Path, out: str | Path, cfg: ScalingConfig | None = None, *,
                 threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train every size for the same tokens; write scaling.json and scaling.png into ``out``."""
-    from argusrec.evaluate import evaluate
-    from argusrec.train import TrainConfig, apply_overrides, pretrain
 
     cfg = cfg or ScalingConfig()
     out = Path(out)

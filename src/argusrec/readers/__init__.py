@@ -27,6 +27,7 @@ from argusrec.events import (
     EVENT_TYPE, ITEM, ROW, SOURCE, TIMESTAMP, USER, EventLog, check_path,
 )
 from argusrec.readers.failures import shown
+from argusrec.readers import lines, movielens, table, yambda  # the format readers
 from argusrec.readers.table import FRAME, is_frame
 
 FORMATS: dict[str, str] = {
@@ -51,8 +52,6 @@ def source_name(source: Any) -> str:
 def detect_format(path: Path, columns: Mapping[str, str] | None = None) -> str:
     """The format of an existing ``path`` (a key of :data:`FORMATS`), guessed from its names and
     first lines; a column mapping means 'table'."""
-    from argusrec.readers import lines, movielens, yambda
-
     if columns:
         return "table"
     if yambda.is_yambda(path):
@@ -96,8 +95,6 @@ def read_events(source: str | Path | Any, format: str = "auto", *,
     Raises:
         DataError: the path is missing, the format unknown, or the schema wrong.
     """
-    from argusrec.readers import lines, movielens, table, yambda
-
     frame = is_frame(source)
     if not frame and not isinstance(source, (str, os.PathLike)):
         raise DataError(f"expected a path or a DataFrame, got {type(source).__name__}",

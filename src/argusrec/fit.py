@@ -1,0 +1,425 @@
+"""One training loop for every stage: pretraining and fine-tuning differ in data, heads and
+loss, not in how a step, a checkpoint, a resume or a parallel wrapper works.
+
+:func:`fit` takes a model, a :class:`Task` (the stage's dataset, how a batch becomes a loss,
+how to validate, what configs to save) and the loop's settings, and carries: deterministic
+batches (a pure function of seed and epoch, so a resume continues exactly), gradient
+accumulation, bf16 autocast, clipping, skipping non-finite steps, TensorBoard logging,
+validation with early stopping and a ``best`` checkpoint, atomic checkpoints, SIGTERM/SIGINT,
+resume, and DDP / FSDP2 applied from outside the model (argusrec.parallel) under torchrun.
+Each rank takes every world_size-th micro-batch of one global order (no two ranks see the
+same example), and rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from argusrec.checkpoint import Checkpoint, mark_best, save_checkpoint
+from argusrec.errors import DataError
+from argusrec.optim import OptimConfig, build_optimizer, build_schedule
+from argusrec.parallel import (World, all_reduce, barrier, full_state, load_full_state,
+                               parallelize)
+from argusrec.sequences import PreparedData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The loop's settings, which both stages' configs carry under these names."""
+
+    batch_size: int
+    max_steps: int | None
+    epochs: float
+    seed: int
+    optim: OptimConfig
+    num_workers: int = 0
+    group_by_length: bool = True
+    bf16: bool | None = None
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 0
+    eval_metric: str = "NDCG@10"
+    patience: int = 0
+    parallel: str = "auto"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    nonfinite_patience: int = 10
+
+    @classmethod
+    def of(cls, cfg: Any) -> "Loop":
+        """The settings of a stage's config (TrainConfig, FinetuneConfig)."""
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+
+
+def resumed_config(saved: Any, given: Any, resumable: tuple[str, ...], out: Path) -> Any:
+    """A stage's config as it was saved, with the changes of ``given`` that are safe to apply
+    on resume (the dotted names in ``resumable``, e.g. the step budget); any other difference
+    is an error naming the fields. ``saved`` and ``given`` are the same pydantic class."""
+    if given is None:
+        return saved
+    old, new = _flat(saved.model_dump()), _flat(given.model_dump())
+    changed = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+    refused = sorted(changed - set(resumable))
+    if refused:
+        raise DataError(
+            "--resume continues the run as it was saved; these options differ from it: "
+            + ", ".join(f"{n} ({old.get(n)!r} saved, {new.get(n)!r} given)" for n in refused),
+            path=out, fix="leave them out (the saved config is used), or start a new run, "
+            "e.g. with --init-from to begin from this one's weights")
+    fields = saved.model_dump()
+    for name in changed:
+        node = fields
+        *parents, leaf = name.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = new[name]
+    return type(saved)(**fields)
+
+
+def _flat(fields: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; a ``model`` dict of overrides stays one
+    value."""
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, dict) and key != "model":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@dataclass
+class StepResult:
+    """One micro-batch's loss (a scalar tensor to backpropagate), how many tokens it covered,
+    and scalars to log (summed over the run too, e.g. pairs seen)."""
+
+    loss: Tensor
+    tokens: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """What one stage gives the loop.
+
+    name: the progress bar's label; log_prefix: TensorBoard's (train/..., finetune/...).
+    dataset, collate: the examples and how a list of them becomes a batch (with ``.to``).
+    lengths: (N,) example lengths for length-grouped batches, or None.
+    step: (model, wrapped, batch) -> StepResult; ``wrapped`` is the parallel wrapper, through
+        which the forward pass must go.
+    validate: model -> the validation metric (higher is better), or None.
+    configs: the resolved configs to save in every checkpoint, by stage name.
+    scalars: extra TensorBoard scalars of the model at a log step (lr is logged anyway).
+    reseed: a seed for the global RNG just before the loop (fine-tuning's dropout); None
+        keeps the caller's RNG state (pretraining seeds it when it builds the model).
+    """
+
+    name: str
+    log_prefix: str
+    dataset: Any
+    collate: Callable
+    lengths: np.ndarray | None
+    step: Callable[[nn.Module, nn.Module, Any], StepResult]
+    validate: Callable[[nn.Module], float] | None
+    configs: dict[str, dict]
+    scalars: Callable[[nn.Module], dict[str, float]] | None = None
+    reseed: int | None = None
+
+
+@dataclass
+class TrainSummary:
+    """What a run of :func:`fit` did (``metrics``: the last step's, e.g. pairs per batch)."""
+
+    out: str
+    steps: int
+    tokens: int
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(default_factory=list)
+    parameters: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
+    best_value: float = -math.inf
+    best_step: int | None = None
+    skipped_steps: int = 0
+    metric_sums: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def fit(model: nn.Module, task: Task, loop: Loop, out: Path, data: PreparedData,
+        world: World, device: torch.device, *, resume: Checkpoint | None = None,
+        progress: bool = True, stop_after: int | None = None) -> TrainSummary:
+    """Train ``model`` (on ``device``) on ``task`` into ``out``; see the module docstring.
+
+    ``resume`` is the checkpoint to continue from (its weights, optimizer, schedule, RNG and
+    data position). ``stop_after`` ends the run after that many optimizer steps as if
+    interrupted (a checkpoint is written), which tests use to check that a resume is exact.
+    """
+    if len(task.dataset) < loop.batch_size * world.size:
+        raise DataError(f"{len(task.dataset)} training examples, fewer than one batch of "
+                        f"{loop.batch_size} per rank x {world.size}", path=data.path,
+                        fix="lower --batch-size")
+    order = BatchOrder(len(task.dataset), loop.batch_size, loop.seed,
+                       task.lengths if loop.group_by_length else None)
+    per_step = loop.optim.grad_accum * world.size  # micro-batches of the global order per step
+    total = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
+    bf16 = loop.bf16 if loop.bf16 is not None else (
+        device.type == "cuda" and torch.cuda.is_bf16_supported())
+    wrapped = parallelize(model, world, mode=loop.parallel,
+                          activation_checkpointing=loop.activation_checkpointing,
+                          compile=loop.compile, bf16=bf16)
+    if task.reseed is not None:
+        torch.manual_seed(task.reseed)
+    optimizer = build_optimizer(model, loop.optim)
+    scheduler = build_schedule(optimizer, total, loop.optim)
+    step, micro, state = 0, 0, {}
+    if resume is not None:
+        state = resume.resume_state()
+        load_full_state(wrapped, resume.weights(), optimizer, state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, micro = state["step"], state["micro"]
+        if step >= total:
+            raise DataError(f"the run is already complete: step {step} of {total}", path=out,
+                            fix=f"pass --max-steps above {step} to train it longer")
+    elif (out / "checkpoints").exists():
+        raise DataError("this run directory already has checkpoints", path=out,
+                        fix="pass --resume to continue it, or choose a new directory")
+    barrier(world)  # nobody creates the run directory before everybody checked it
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if world.distributed:  # dropout and negatives differ per rank; the order does not
+        torch.manual_seed(loop.seed * 7919 + world.rank)
+
+    from torch.utils.data import DataLoader  # deferred: heavy, and only a training run needs it
+    from torch.utils.tensorboard import SummaryWriter
+
+    # The loader gets its own generator: creating its iterator must not draw from the global
+    # RNG, whose state a resumed run restores (dropout and negative sampling use it).
+    mine = itertools.islice(order.from_position(micro), world.rank, None, world.size)
+    loader = DataLoader(task.dataset, batch_sampler=mine, collate_fn=task.collate,
+                        num_workers=loop.num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(loop.seed))
+    batches = iter(loader)
+    if resume is not None and not world.distributed:
+        _set_rng_state(state["rng"])
+    writer = (SummaryWriter(str(out / "tensorboard"),
+                            purge_step=step + 1 if resume is not None else None)
+              if world.main else None)
+    summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
+                           parameters=model.parameter_counts())
+    wrapped.train()
+    stale = nonfinite = 0
+    if resume is not None:  # early-stopping state continues too
+        summary.best_value = state.get("best_value", -math.inf)
+        summary.best_step, stale = state.get("best_step"), state.get("stale", 0)
+    started = time.perf_counter()
+    bar = tqdm(total=total, initial=step, desc=task.name, unit="step",
+               disable=not (progress and world.main), dynamic_ncols=True)
+    accum = loop.optim.grad_accum
+    try:
+        with _StopFlag() as stop:
+            while step < total:
+                loss_sum, tokens, metrics = 0.0, 0, {}
+                for _ in range(accum):
+                    batch = next(batches).to(device, non_blocking=True)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                        result = task.step(model, wrapped, batch)
+                    (result.loss / accum).backward()
+                    loss_sum += float(result.loss.detach()) / accum
+                    tokens += result.tokens
+                    metrics = result.metrics
+                    for k, v in metrics.items():
+                        summary.metric_sums[k] = summary.metric_sums.get(k, 0.0) + float(v)
+                    micro += world.size
+                # with grad_clip 0 the norm is only measured (clipping to infinity is a no-op)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                      loop.optim.grad_clip or math.inf)
+                bad = not (math.isfinite(loss_sum) and bool(torch.isfinite(norm)))
+                bad = bool(all_reduce(bad, world, op="max"))
+                if bad:
+                    nonfinite = _skip_nonfinite(nonfinite + 1, step + 1, loss_sum,
+                                                loop.nonfinite_patience, out)
+                    summary.skipped_steps += 1
+                else:
+                    optimizer.step()
+                    nonfinite = 0
+                with warnings.catch_warnings():  # a skipped first step is not a misordering
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if world.distributed:
+                    loss_sum = all_reduce(loss_sum, world) / world.size
+                    tokens = int(all_reduce(tokens, world))
+                summary.tokens += tokens
+                summary.losses.append(loss_sum)
+                elapsed = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.4f}",
+                                tok_s=f"{summary.tokens / max(elapsed, 1e-9):,.0f}")
+                prefix = task.log_prefix
+                if writer is not None and (step % loop.log_every == 0 or step == total):
+                    writer.add_scalar(f"{prefix}/loss", loss_sum, step)
+                    writer.add_scalar(f"{prefix}/lr", scheduler.get_last_lr()[0], step)
+                    extra = task.scalars(model) if task.scalars is not None else {}
+                    for k, v in {**extra, **metrics}.items():
+                        writer.add_scalar(f"{prefix}/{k}", v, step)
+                interrupted = stop.set or (stop_after is not None and step >= stop_after)
+                interrupted = bool(all_reduce(interrupted, world, op="max"))
+                improved = patience_out = False
+                if task.validate is not None and loop.eval_every and (
+                        step % loop.eval_every == 0 or step == total):
+                    value = task.validate(model)  # every rank: FSDP gathers together
+                    wrapped.train()
+                    if writer is not None:
+                        writer.add_scalar(f"val/{loop.eval_metric}", value, step)
+                        bar.write(f"step {step}: val {loop.eval_metric} {value:.4f}")
+                    improved = value > summary.best_value
+                    if improved:
+                        summary.best_value, summary.best_step, stale = value, step, 0
+                    else:
+                        stale += 1
+                        patience_out = bool(loop.patience) and stale >= loop.patience
+                if (step % loop.checkpoint_every == 0 or step == total or interrupted
+                        or improved or patience_out):
+                    model_state, optim_state = full_state(wrapped, optimizer)  # collective
+                    _check_finite(model_state, step, out)
+                    if world.main:
+                        path = save_checkpoint(
+                            out, step=step, weights=model_state, data=data,
+                            keep=loop.keep_checkpoints, configs=task.configs,
+                            state={"optimizer": optim_state,
+                                   "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                                   "micro": micro, "best_value": summary.best_value,
+                                   "best_step": summary.best_step, "stale": stale,
+                                   "world_size": world.size})
+                        if improved:
+                            mark_best(out, path, loop.eval_metric, summary.best_value)
+                    barrier(world)
+                if interrupted or patience_out:
+                    summary.stopped_early = True
+                    break
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    summary.steps = step
+    summary.seconds = time.perf_counter() - started
+    summary.final_loss = summary.losses[-1] if summary.losses else math.nan
+    return summary
+
+
+class BatchOrder:
+    """Deterministic batches: epoch e shuffles window indices with seed (seed, e).
+
+    With ``lengths``, windows are grouped by length: each run of ``group`` batches' worth of
+    shuffled windows is sorted by length and cut into batches, and the batches are shuffled.
+    Batches then hold windows of similar length, so little compute goes to padding (on ML-1M
+    nearly half of a random batch is padding), while every epoch still sees a new order.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: np.ndarray | None = None,
+                 group: int = 64) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths, self.group = lengths, group
+        self.per_epoch = max(1, n // batch_size)  # drop the ragged tail: equal-size batches
+
+    def epoch(self, e: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+        perm = torch.randperm(self.n, generator=g).numpy()[: self.per_epoch * self.batch_size]
+        if self.lengths is not None:
+            span = self.group * self.batch_size
+            for lo in range(0, len(perm), span):
+                part = perm[lo:lo + span]
+                perm[lo:lo + span] = part[np.argsort(-self.lengths[part], kind="stable")]
+        batches = perm.reshape(self.per_epoch, self.batch_size)
+        if self.lengths is not None:
+            batches = batches[torch.randperm(self.per_epoch, generator=g).numpy()]
+        return batches.tolist()
+
+    def from_position(self, micro: int):
+        """Batches from global micro-batch number ``micro`` on, forever."""
+        e, i = divmod(micro, self.per_epoch)
+        while True:
+            yield from self.epoch(e)[i:]
+            e, i = e + 1, 0
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _skip_nonfinite(count: int, step: int, loss: float, patience: int, out: Path) -> int:
+    """Warn of a skipped step; raise when ``count`` in a row reach the patience."""
+    log.warning("step %d: the loss (%s) or its gradients are not finite; the step is skipped "
+                "(%d in a row)", step, f"{loss:.4g}", count)
+    if count >= patience:
+        raise DataError(
+            f"training diverged: {count} steps in a row had a non-finite loss or gradients "
+            f"(last at step {step}); the last good checkpoint is kept", path=out,
+            fix="lower --lr (or raise optim.warmup_steps / set optim.grad_clip), then "
+                "--resume or start again from the last good checkpoint with --init-from")
+    return count
+
+
+def _check_finite(weights: dict[str, torch.Tensor], step: int, out: Path) -> None:
+    """Refuse to checkpoint non-finite weights: a bad checkpoint must never replace, or prune,
+    the last good one."""
+    broken = [k for k, v in weights.items() if v.is_floating_point() and
+              not bool(torch.isfinite(v).all())]
+    if broken:
+        raise DataError(f"the weights are not finite at step {step} ({', '.join(broken[:3])}"
+                        f"{' ...' if len(broken) > 3 else ''}); no checkpoint was written and "
+                        "the last good one is kept", path=out,
+                        fix="lower --lr, then resume from the last good checkpoint")
+
+
+class _StopFlag:
+    """Set by SIGTERM / SIGINT; the loop saves a checkpoint and stops after the current step."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.set = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
