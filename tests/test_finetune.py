@@ -184,3 +184,12 @@ def test_finetuning_validates_and_keeps_the_best(sim_data, tmp_path):
     assert 0 < summary.best_value <= 1 and summary.best_step in (2, 4, 6)
     best = (tmp_path / "ft" / "checkpoints" / "best").read_text().split()
     assert best[0] == f"step-{summary.best_step:08d}" and best[1] == "PairAccuracy"
+
+
+def test_finetune_optimizer_defaults_survive_a_partial_override():
+    """`--lr` alone must keep fine-tuning's own warmup (50), not the optimizer's (100); and
+    an old config's top-level lr still reads."""
+    assert FinetuneConfig(optim={"lr": 1e-3}).optim.warmup_steps == 50
+    assert FinetuneConfig().optim.lr == 3e-4
+    old = FinetuneConfig(lr=1e-3, warmup_steps=5)
+    assert old.optim.lr == 1e-3 and old.optim.warmup_steps == 5

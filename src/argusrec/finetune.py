@@ -312,6 +312,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 # -- training ---------------------------------------------------------------------------------
 _LEGACY_OPTIM = {"lr", "weight_decay", "warmup_steps", "grad_clip"}
+FINETUNE_OPTIM = {"lr": 3e-4, "warmup_steps": 50}  # where fine-tuning's defaults differ
 
 # Fields `argus finetune --resume` may change (argusrec.train.RESUMABLE's counterpart).
 RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
@@ -335,7 +336,7 @@ class FinetuneConfig(BaseModel):
     max_impressions: int = Field(512, ge=1, description="impressions per example")
     pairs: PairConfig = Field(default_factory=PairConfig)
     optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(lr=3e-4, warmup_steps=50),
+        default_factory=lambda: OptimConfig(**FINETUNE_OPTIM),
         description="optimizer and schedule (argusrec.optim); fine-tuning's peak lr is lower")
     batch_size: int = Field(8, ge=1, description="windows per micro-batch (per rank)")
     epochs: float = Field(1.0, gt=0, description="passes over the examples (without max_steps)")
@@ -368,14 +369,18 @@ class FinetuneConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _optimizer_fields(cls, fields: Any) -> Any:
-        """Configs before the shared optimizer had lr, weight_decay, warmup_steps and
-        grad_clip at the top level; they go into ``optim``."""
-        if isinstance(fields, dict) and _LEGACY_OPTIM & fields.keys():
-            fields = dict(fields)
-            optim = {"lr": 3e-4, "warmup_steps": 50, **(fields.get("optim") or {})}
-            for name in _LEGACY_OPTIM & fields.keys():
-                optim[name] = fields.pop(name)
-            fields["optim"] = optim
+        """Fine-tuning's optimizer defaults hold for every field an ``optim`` given in part
+        leaves out (``--lr`` alone keeps the 50 warmup steps). Configs before the shared
+        optimizer had lr, weight_decay, warmup_steps and grad_clip at the top level; they go
+        into ``optim``."""
+        if not isinstance(fields, dict):
+            return fields
+        fields = dict(fields)
+        given = fields.get("optim") or {}
+        if isinstance(given, OptimConfig):
+            return fields
+        legacy = {name: fields.pop(name) for name in _LEGACY_OPTIM & fields.keys()}
+        fields["optim"] = {**FINETUNE_OPTIM, **legacy, **given}
         return fields
 
     def dataset(self, data: PreparedData, split: str, max_len: int) -> ImpressionDataset:
