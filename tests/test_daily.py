@@ -259,3 +259,32 @@ def test_three_days(log, tmp_path):
     # the warm start kept the day-1 weights for the rows both datasets share
     one = Checkpoint.open(tmp_path / "model-1")
     assert one.vocabulary().num_items < data3.num_items
+
+
+def test_binary_ids_through_export_and_the_service(log, tmp_path):
+    """Parquet binary ids: stored as given, keyed and sent over HTTP in hex."""
+    from fastapi.testclient import TestClient
+
+    day1, day2, day3 = _days(log, "int")
+    events = pl.concat([pl.read_parquet(p) for p in (day1, day2, day3)]).with_columns(
+        pl.col("customer").cast(pl.String).cast(pl.Binary),
+        (pl.lit("sku-") + pl.col("sku").cast(pl.String)).cast(pl.Binary).alias("sku"))
+    events.write_parquet(tmp_path / "log.parquet")
+    prepare(tmp_path / "log.parquet", tmp_path / "data", _config(), progress=False)
+    data = PreparedData(tmp_path / "data")
+    assert data.items()["item"].dtype == pl.Binary and data.users()["user"].dtype == pl.Binary
+    pretrain(tmp_path / "data", tmp_path / "run", TrainConfig(max_steps=2, batch_size=4),
+             progress=False)
+    export(tmp_path / "run", tmp_path / "snaps", lag=0, progress=False)
+    snap = Snapshot.latest(tmp_path / "snaps")
+    first = data.users()["user"][0]
+    assert snap.user_vector(first) is not None  # bytes in Python
+    assert snap.item_ids[0] == data.items()["item"][0]
+    with TestClient(create_app(tmp_path / "snaps", reload_interval=None)) as client:
+        body = client.get(f"/v1/users/{first.hex()}/recommendations", params={"k": 3}).json()
+        assert body["fallback"] is None and len(body["items"]) == 3
+        ids = [x["item_id"] for x in body["items"]]
+        assert all(bytes.fromhex(i).startswith(b"sku-") for i in ids)
+        scored = client.post("/v1/score", json={"user_id": first.hex(), "item_ids": ids})
+        assert scored.status_code == 200 and [x["item_id"] for x in
+                                              scored.json()["scores"]] == ids
