@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,7 +43,7 @@ from argusrec.batch import Batch
 from argusrec.checkpoint import Checkpoint, load_model, need_data
 from argusrec.device import resolve_device
 from argusrec.errors import DataError
-from argusrec.fit import Loop, StepResult, Task, fit, resumed_config
+from argusrec.fit import Loop, StepResult, Task, TrainSummary, fit, resumed_config
 from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
 from argusrec.loader import PreparedDataset, collate, split_history
 from argusrec.model import ArgusModel
@@ -390,22 +389,13 @@ class FinetuneConfig(BaseModel):
 
 
 @dataclass
-class FinetuneSummary:
-    out: str
-    steps: int
-    seconds: float
-    examples: int
-    impressions: int
-    pairs_seen: int
-    losses: list[float] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)
-    stopped_early: bool = False
-    best_value: float = -math.inf
-    best_step: int | None = None
+class FinetuneSummary(TrainSummary):
+    """What fine-tuning did: the loop's summary, plus the impressions it learned from."""
 
-    @property
-    def final_loss(self) -> float:
-        return self.losses[-1] if self.losses else math.nan
+    examples: int = 0
+    impressions: int = 0
+    pairs_seen: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Path,
@@ -489,12 +479,10 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
     loop = replace(Loop.of(cfg), batch_size=min(cfg.batch_size, len(dataset)))
     run = fit(model, task, loop, out, data, world, device, resume=ckpt, progress=progress,
               stop_after=stop_after)
-    summary = FinetuneSummary(out=str(out), steps=run.steps, seconds=run.seconds,
-                              examples=len(dataset), impressions=dataset.num_impressions,
+    summary = FinetuneSummary(**vars(run), examples=len(dataset),
+                              impressions=dataset.num_impressions,
                               pairs_seen=int(run.metric_sums.get("pairs", 0)),
-                              losses=run.losses, skipped=dict(dataset.skipped),
-                              stopped_early=run.stopped_early, best_value=run.best_value,
-                              best_step=run.best_step)
+                              skipped=dict(dataset.skipped))
     if world.main:
         (out / "finetune.json").write_text(json.dumps({
             "config": cfg.model_dump(), "steps": summary.steps, "seconds": summary.seconds,
