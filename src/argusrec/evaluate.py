@@ -52,7 +52,7 @@ def evaluate_model(model: ArgusModel, data: PreparedData, *, split: str = "test"
                               positives_only=positives_only)
     indices = np.arange(len(dataset))
     if max_users is not None:
-        users = dataset.windows[:, :2]
+        users = dataset.owners
         first = np.unique(users[:, 0] * 10**9 + users[:, 1])[:max_users]
         indices = indices[np.isin(users[:, 0] * 10**9 + users[:, 1], first)]
     V = data.num_items

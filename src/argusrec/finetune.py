@@ -171,6 +171,11 @@ class ImpressionDataset(PreparedDataset):
         return len(self.examples)
 
     @property
+    def lengths(self) -> np.ndarray:
+        """(N,) events in each example's window (for length-grouped batches)."""
+        return self.examples[:, 3] - self.examples[:, 2]  # window stop - window start
+
+    @property
     def num_impressions(self) -> int:
         return len(self.impressions)
 
@@ -471,7 +476,7 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
     saved_cfg = train_cfg.model_copy(update={"model": model.cfg.model_dump()})
     task = Task(name="finetune", log_prefix="finetune", dataset=dataset,
                 collate=functools.partial(collate_impressions, pairs=cfg.pairs),
-                lengths=dataset.examples[:, 3] - dataset.examples[:, 2], step=step,
+                lengths=dataset.lengths, step=step,
                 validate=validation,
                 configs={"train": saved_cfg.model_dump(), "model": model.cfg.model_dump(),
                          "finetune": cfg.model_dump()},

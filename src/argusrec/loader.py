@@ -45,6 +45,10 @@ def split_history(split: np.ndarray, code: int) -> np.ndarray:
     return keep
 
 
+# Columns of SequenceDataset.windows.
+WINDOW_SHARD, WINDOW_USER, WINDOW_START, WINDOW_STOP, WINDOW_FIRST_TARGET = range(5)
+
+
 class PreparedDataset(Dataset):
     """A dataset over an opened PreparedData (``self.data``) that worker processes can take:
     memory maps do not cross process boundaries, so a worker reopens them lazily."""
@@ -100,6 +104,16 @@ class SequenceDataset(PreparedDataset):
         self.windows = np.concatenate(
             [self._windows(s, shard) for s, shard in enumerate(self.data.shards)]
             or [np.zeros((0, 5), dtype=np.int64)])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) events in each window (for length-grouped batches)."""
+        return self.windows[:, WINDOW_STOP] - self.windows[:, WINDOW_START]
+
+    @property
+    def owners(self) -> np.ndarray:
+        """(N, 2) the (shard, user position in shard) of each window."""
+        return self.windows[:, [WINDOW_SHARD, WINDOW_USER]]
 
     # -- index ---------------------------------------------------------------------------------
     def _events_of(self, shard, j: int) -> np.ndarray:

@@ -215,7 +215,7 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
         return StepResult(result.loss, int(batch.mask.sum()), result.metrics)
 
     task = Task(name="pretrain", log_prefix="train", dataset=dataset, collate=collate,
-                lengths=dataset.windows[:, 3] - dataset.windows[:, 2], step=step,
+                lengths=dataset.lengths, step=step,
                 validate=(lambda m: validate(m, data, cfg)) if cfg.eval_every else None,
                 configs={"train": cfg.model_dump(), "model": cfg.resolved_model().model_dump()},
                 scalars=lambda m: {"temperature": float(m.temperature.detach())})
