@@ -288,3 +288,21 @@ def test_binary_ids_through_export_and_the_service(log, tmp_path):
         scored = client.post("/v1/score", json={"user_id": first.hex(), "item_ids": ids})
         assert scored.status_code == 200 and [x["item_id"] for x in
                                               scored.json()["scores"]] == ids
+
+
+def test_append_with_leave_one_out_equals_prepare_with_base(log, tmp_path):
+    """Leave-one-out moves each user's test and validation targets to their newest events."""
+    day1, day2, _ = _days(log, "str")
+    cfg = _config().model_copy(update={"split": SplitConfig(kind="leave-one-out")})
+    prepare(day1, tmp_path / "d1", cfg, progress=False)
+    prepare(day2, tmp_path / "d2a", base=tmp_path / "d1", append=True, progress=False)
+    both = tmp_path / "both.parquet"
+    pl.concat([pl.read_parquet(day1), pl.read_parquet(day2)]).write_parquet(both)
+    prepare(both, tmp_path / "d2b", cfg, base=tmp_path / "d1", progress=False)
+    a, b = PreparedData(tmp_path / "d2a"), PreparedData(tmp_path / "d2b")
+    assert a.meta["counts"] == b.meta["counts"] and a.meta["split"] == b.meta["split"]
+    assert a.users().drop("shard", "offset").equals(b.users().drop("shard", "offset"))
+    for user in range(a.num_users):
+        ea, eb = a.user_events(user), b.user_events(user)
+        for name in eb:
+            np.testing.assert_array_equal(ea[name], eb[name], err_msg=f"{user} {name}")
