@@ -40,7 +40,7 @@ from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _p
                              finish_dataset)
 
 if TYPE_CHECKING:  # only for annotations: argusrec.prepare imports this module
-    from argusrec.prepare import PrepareConfig
+    from argusrec.prepare import PrepareConfig, SplitConfig
 
 ROUTE = "_route"
 
@@ -48,8 +48,8 @@ ROUTE = "_route"
 def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: PrepareConfig,
                 progress: bool) -> PrepareSummary:
     """Merge the events of ``log`` into ``base``, writing the new dataset into ``tmp``."""
-    if config.split.kind != base.meta["split"]["kind"]:
-        raise DataError(f"the base dataset uses a {base.meta['split']['kind']} split, not "
+    if config.split.kind != base.info.split.kind:
+        raise DataError(f"the base dataset uses a {base.info.split.kind} split, not "
                         f"{config.split.kind}", path=base.path,
                         fix="leave --split out when appending (the base's is used)")
     base_users = base.users().select(USER, "shard")
@@ -66,8 +66,8 @@ def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: Pr
     new_total, buckets = _partition(dataclasses.replace(log, frame=routed), tmp, config,
                                     progress, key=key, n_buckets=n_shards)
     scan = pl.scan_parquet(buckets / "**" / "*.parquet")
-    bounds = _split_boundaries(_all_timestamps(base, scan), config.split,
-                               base.meta["counts"]["events"] + new_total)
+    bounds = _split_boundaries(_all_timestamps(base, scan, config.split), config.split,
+                               base.info.counts.events + new_total)
     kept = scan if bounds.get("test_end") is None else scan.filter(
         pl.col(TIMESTAMP) < bounds["test_end"])
     vocab = _vocabularies(kept, log).keeping(base)
@@ -75,19 +75,19 @@ def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: Pr
     stats = _ShardStats(len(vocab.items))
     files = {int(p.parent.name.split("=")[-1]): p for p in buckets.rglob("*.parquet")}
     columns = _columns(base, log)
-    for s, entry in enumerate(tqdm(base.meta["shards"], desc="append: shards", unit="shard",
+    for s, entry in enumerate(tqdm(base.info.shards, desc="append: shards", unit="shard",
                                    disable=not progress)):
         new = None
         if s in files:
             df = clean_bucket(pl.read_parquet(files[s]).drop(ROUTE), log, config, stats)
             new, _ = encode(df, s)
         # opened here and let go after: a shard's mapped pages do not stay resident
-        arrays = merge_shard(Shard.open(base.path / entry["dir"]), new, columns, bounds,
+        arrays = merge_shard(Shard.open(base.path / entry.dir), new, columns, bounds,
                              config)
         stats.write(tmp, arrays, _user_table(arrays, vocab.users))
         del arrays
     shutil.rmtree(buckets)
-    fields = dict(base.meta["fields"])
+    fields = base.info.fields.model_dump()
     features = log.items
     if any(f is not None for f in (features.artist, features.album, features.embeddings)):
         # the new source brings the item side tables: code them afresh for every item, as
@@ -102,27 +102,27 @@ def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: Pr
                   feedback={**base.feedback_fields,
                             **{f: feedback_kind(f) for f in log.feedback}},
                   extra=list(dict.fromkeys([*fields.get("extra", []), *log.extra])))
-    source_meta = dict(base.meta["source"])
+    source_meta = base.info.source.model_dump()
     source_meta.update(base=str(base.path.resolve()),
-                       appended=[*base.meta["source"].get("appended", []),
+                       appended=[*base.info.source.appended,
                                  source_name(source)],
-                       files=[*base.meta["source"].get("files", []), *log.sources])
+                       files=[*base.info.source.files, *log.sources])
     summary = finish_dataset(tmp, config, stats, vocab.users, items, fields, bounds,
-                             base.meta["counts"]["events"] + new_total, source_meta)
+                             base.info.counts.events + new_total, source_meta)
     summary.read_events = new_total
     return summary
 
 
-def _all_timestamps(base: PreparedData, scan: pl.LazyFrame) -> pl.LazyFrame:
+def _all_timestamps(base: PreparedData, scan: pl.LazyFrame,
+                    split: "SplitConfig") -> pl.LazyFrame:
     """Every timestamp of the merged log, for the split's boundaries. Only a share-of-events
     cut-off (``test_fraction``) reads them all; min and max come from the base's meta."""
-    split = base.meta["split"]
-    if "time_min" in split:
-        summary = pl.LazyFrame({TIMESTAMP: [split["time_min"], split["time_max"]]},
+    known = base.info.split
+    if known.time_min is not None and (split.cutoff is not None or
+                                       split.test_duration is not None):
+        summary = pl.LazyFrame({TIMESTAMP: [known.time_min, known.time_max]},
                                schema={TIMESTAMP: pl.Int64})
-        if base.meta["config"]["split"].get("cutoff") is not None or \
-                base.meta["config"]["split"].get("test_duration") is not None:
-            return pl.concat([summary, scan.select(TIMESTAMP)])
+        return pl.concat([summary, scan.select(TIMESTAMP)])
     return pl.concat([pl.LazyFrame({TIMESTAMP: np.asarray(s.events["timestamp"])})
                       for s in base.shards] + [scan.select(TIMESTAMP)])
 
@@ -135,7 +135,7 @@ def _columns(base: PreparedData, log: EventLog) -> dict[str, tuple[np.dtype, flo
         out[f"ctx_{name}"] = (np.int32, 0)
     for name in [*base.feedback_fields, *log.feedback]:
         out[f"fb_{name}"] = (np.float32, np.nan)
-    for name in [*base.meta["fields"].get("extra", []), *log.extra]:
+    for name in [*base.info.fields.extra, *log.extra]:
         out[f"x_{name}"] = (np.float32, np.nan)
     return out
 

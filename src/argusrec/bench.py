@@ -234,7 +234,7 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     prepared, label = resolve_dataset(dataset, out, fmt, data_dir=data_dir)
     data = PreparedData(prepared)
-    loo = data.meta["split"]["kind"] == "leave-one-out"
+    loo = data.info.split.kind == "leave-one-out"
     exclude = loo if exclude_seen is None else exclude_seen
     if jobs > 1 and threads is None:
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -277,7 +277,7 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
     runs = [{"encoder": e, "loss": x, "seed": s, **records[name]}
             for e, x, s, name, _ in plan]
     result = {"suite": SUITE_VERSION, "dataset": label, "prepared": str(prepared),
-              "protocol": data.meta["split"]["kind"], "exclude_seen": exclude,
+              "protocol": data.info.split.kind, "exclude_seen": exclude,
               "size_class": size_class(int(data.users()["n_train"].sum())),
               "runs": runs, "summary": summarise(runs), "published": PUBLISHED.get(label, [])}
     tmp = out / "results.json.tmp"

@@ -286,7 +286,7 @@ def prepare(
     from argusrec.sequences import PreparedData
 
     prepared_base = PreparedData(base) if base is not None else None
-    fields = dict(prepared_base.meta["config"]) if prepared_base is not None else {}
+    fields = dict(prepared_base.info.config) if prepared_base is not None else {}
     fields.update(_load_yaml(config))
     split_fields = dict(fields.pop("split", None) or {})
     given_split = dict(kind=_value(split), cutoff=cutoff, test_fraction=test_fraction, gap=gap,
@@ -346,21 +346,23 @@ def info(
     from argusrec.sequences import PreparedData
 
     prepared = PreparedData(data)
-    meta = prepared.meta
     if as_json:
-        typer.echo(json.dumps(meta, indent=2))
+        typer.echo(json.dumps(prepared.meta, indent=2))
         return
-    c = meta["counts"]
-    typer.echo(f"{data}: {c['events']:,} events, {c['users']:,} users, {c['items']:,} items "
-               f"({meta['source']['format']}, {len(meta['shards'])} shard(s))")
-    typer.echo(f"  split ({meta['split']['kind']}): "
-               + ", ".join(f"{k} {v:,}" for k, v in c["split_events"].items()))
+    info, c = prepared.info, prepared.info.counts
+    typer.echo(f"{data}: {c.events:,} events, {c.users:,} users, {c.items:,} items "
+               f"({info.source.format}, {len(info.shards)} shard(s))")
+    typer.echo(f"  split ({info.split.kind}): "
+               + ", ".join(f"{k} {v:,}" for k, v in c.split_events.items()))
     typer.echo("  users with targets: " + ", ".join(
-        f"{k} {v:,}" for k, v in c["split_users_with_targets"].items()))
-    f = meta["fields"]
-    typer.echo(f"  context: {', '.join(f['context']) or '-'}; feedback: "
-               f"{', '.join(f'{k} ({v})' for k, v in f['feedback'].items()) or '-'}; "
-               f"event types: {', '.join(f['event_types'])}")
+        f"{k} {v:,}" for k, v in c.split_users_with_targets.items()))
+    f = info.fields
+    typer.echo(f"  context: {', '.join(f.context) or '-'}; feedback: "
+               f"{', '.join(f'{k} ({v})' for k, v in f.feedback.items()) or '-'}; "
+               f"event types: {', '.join(f.event_types)}")
+    if info.source.base:
+        typer.echo(f"  daily cycle: base {info.source.base}; appended "
+                   f"{len(info.source.appended)} source(s)")
 
 
 @app.command()
@@ -599,7 +601,7 @@ def finetune(
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one report
         return
-    split = "val" if PreparedData(data).meta["counts"]["split_events"].get("val") else "test"
+    split = "val" if PreparedData(data).info.counts.split_events.get("val") else "test"
     results = evaluate_pairs(out, split=split, cfg=cfg)
     typer.echo(_pairs_report(results, f"{out} on {split}"))
 

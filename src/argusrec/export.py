@@ -48,13 +48,13 @@ class ServingContext:
 
     @classmethod
     def of(cls, data: PreparedData) -> "ServingContext":
-        fields = data.meta["fields"]
+        fields = data.info.fields
         codes = []
         for name in sorted(data.context_fields):
-            values = fields["context"][name].get("values", [])
+            values = fields.context[name].values
             codes.append(values.index(RECOMMENDATION) + 1
                          if name == "is_organic" and RECOMMENDATION in values else 0)
-        types = fields["event_types"]
+        types = fields.event_types
         if "listen" in types:
             event_type = types.index("listen") + 1
         else:
@@ -175,7 +175,7 @@ class ExportSummary:
 
 
 def _last_timestamp(data: PreparedData) -> int:
-    top = data.meta.get("split", {}).get("time_max")
+    top = data.info.split.time_max
     if top is not None:
         return int(top)
     return max(int(np.max(s.events["timestamp"])) for s in data.shards if len(s.events["timestamp"]))
@@ -361,7 +361,7 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
                    "new_users": new.get("users", 0)},
     }
     # LMDB grows up to map_size; size it from the data so a big log never runs out
-    events = int(data.meta["counts"]["events"])
+    events = data.info.counts.events
     map_size = max(1 << 26, 2 * (data.num_users * (model.cfg.user_dim * 4 + 256) + 4 * events))
     t = time.perf_counter()
     users = _user_batches(model, data, cutoff, as_of, serving, manifest["counts"],

@@ -133,7 +133,7 @@ def prepare(
     if append and base is None:
         raise DataError("--append needs --base, the dataset to append to",
                         fix="pass --base PREV_DATA")
-    config = config or (PrepareConfig(**base.meta["config"]) if base is not None
+    config = config or (PrepareConfig(**base.info.config) if base is not None
                         else PrepareConfig())
     started = time.perf_counter()
     out = Path(out)

@@ -68,7 +68,7 @@ def event_features(data: PreparedData, pairs_cfg) -> pl.DataFrame:
     """
     frames = []
     feedback = list(data.feedback_fields)
-    extras = data.meta["fields"].get("extra", [])
+    extras = data.info.fields.extra
     base = 0
     for shard in data.shards:
         ev = shard.events

@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from argusrec.errors import DataError
 
@@ -64,12 +65,90 @@ class Shard:
         return len(self.users)
 
 
+class ContextFieldMeta(BaseModel):
+    """One context field: its values (value i has code i + 1; 0 is unknown)."""
+
+    cardinality: int  # codes, 0 included
+    values: list = []
+
+
+class FieldsMeta(BaseModel):
+    """What the events carry: event types (code i + 1), context fields, feedback signals."""
+
+    event_types: list[str]
+    context: dict[str, ContextFieldMeta]
+    feedback: dict[str, str]  # signal -> kind (binary, ratio, value), in array order
+    extra: list[str] = []
+    item_embedding_dim: int | None = None
+
+
+class CountsMeta(BaseModel):
+    events: int
+    users: int
+    items: int
+    input_events: int = 0
+    dropped_events: int = 0
+    duplicates_dropped: int = 0
+    reactions_merged: int = 0
+    split_events: dict[str, int]
+    split_users_with_targets: dict[str, int] = {}
+
+
+class SplitMeta(BaseModel):
+    """The split's kind and codes, and (temporal) its boundaries in seconds."""
+
+    kind: str
+    codes: dict[str, int]
+    time_min: int | None = None
+    time_max: int | None = None
+    val_start: int | None = None
+    train_end: int | None = None
+    test_start: int | None = None
+    test_end: int | None = None
+
+
+class ShardMeta(BaseModel):
+    dir: str
+    users: int
+    events: int
+
+
+class SourceMeta(BaseModel):
+    """Where the events came from; ``base`` and ``appended`` for the daily cycle."""
+
+    path: str
+    format: str
+    files: list[str] = []
+    has_time: bool = True
+    base: str | None = None
+    appended: list[str] = []
+
+
+class DatasetMeta(BaseModel):
+    """meta.json, typed: every reader of a prepared dataset's metadata goes through this
+    (``PreparedData.info``); argusrec.stages.finish_dataset writes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format_version: int
+    argusrec_version: str = ""
+    created: str = ""
+    source: SourceMeta
+    config: dict  # PrepareConfig's fields (argusrec.prepare imports this module)
+    counts: CountsMeta
+    split: SplitMeta
+    fields: FieldsMeta
+    positive_rule: dict = {}
+    shards: list[ShardMeta]
+
+
 class PreparedData:
-    """A prepared dataset directory, opened read-only.
+    """A prepared dataset directory, opened read-only. ``info`` is its meta.json, typed;
+    ``meta`` the same as parsed JSON (what checkpoints and `argus info --json` carry).
 
     Example:
         >>> data = PreparedData("out/ml-1m")          # doctest: +SKIP
-        >>> data.meta["counts"]["events"]             # doctest: +SKIP
+        >>> data.info.counts.events                   # doctest: +SKIP
         999611
     """
 
@@ -90,29 +169,36 @@ class PreparedData:
                 path=meta_path,
                 fix="prepare the data again with this version of argusrec",
             )
+        try:
+            self.info = DatasetMeta(**self.meta)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(f"meta.json is damaged: {'.'.join(map(str, first['loc']))}: "
+                            f"{first['msg']}", path=meta_path,
+                            fix="prepare the data again") from None
 
     @property
     def num_items(self) -> int:
         """Catalogue size V; item indices run 1..V (0 is padding)."""
-        return int(self.meta["counts"]["items"])
+        return self.info.counts.items
 
     @property
     def num_users(self) -> int:
-        return int(self.meta["counts"]["users"])
+        return self.info.counts.users
 
     @property
     def context_fields(self) -> dict[str, int]:
         """Context field -> number of codes (including 0 = unknown)."""
-        return {name: int(f["cardinality"]) for name, f in self.meta["fields"]["context"].items()}
+        return {name: f.cardinality for name, f in self.info.fields.context.items()}
 
     @property
     def feedback_fields(self) -> dict[str, str]:
         """Feedback field -> kind (binary, ratio, value)."""
-        return dict(self.meta["fields"]["feedback"])
+        return dict(self.info.fields.feedback)
 
     @cached_property
     def shards(self) -> list[Shard]:
-        return [Shard.open(self.path / s["dir"]) for s in self.meta["shards"]]
+        return [Shard.open(self.path / s.dir) for s in self.info.shards]
 
     def items(self):
         """The items table as a polars DataFrame."""

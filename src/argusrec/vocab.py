@@ -77,13 +77,13 @@ class Vocabulary:
         if items["index"].to_list() != list(range(1, len(items) + 1)):
             raise DataError("items.parquet does not list indices 1..V", path=data.path,
                             fix="prepare the data again")
-        fields = data.meta["fields"]
+        fields = data.info.fields
         content_path = data.path / "item_embeddings.npy"
         return cls(
             items=items["item"],
-            context={name: list(f.get("values", [])) for name, f in fields["context"].items()},
-            event_types=list(fields["event_types"]),
-            feedback=dict(fields["feedback"]),
+            context={name: list(f.values) for name, f in fields.context.items()},
+            event_types=list(fields.event_types),
+            feedback=dict(fields.feedback),
             content=np.load(content_path, mmap_mode="r") if content_path.exists() else None,
             users=data.users().sort("index")["user"] if users else None)
 
