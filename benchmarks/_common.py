@@ -79,3 +79,26 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def start_service(root: Path, port: int, *, runtime: bool = True, **options) -> "subprocess.Popen":
+    """`argusrec.serve.serve(root, port=port, ...)` in a child process, returned once
+    /healthz answers (with the runtime path ready when ``runtime``); at most 300 s."""
+    import httpx
+
+    args = ", ".join(f"{k}={v!r}" for k, v in {"port": port, "runtime": runtime,
+                                               **options}.items())
+    proc = subprocess.Popen([sys.executable, "-c", "from argusrec.serve import serve; "
+                             f"serve({str(root)!r}, {args})"])
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the server exited at start-up")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            if r.status_code == 200 and (r.json()["runtime"] or not runtime):
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start within 300 s")

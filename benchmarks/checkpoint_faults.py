@@ -20,7 +20,6 @@ Prints a table and writes benchmarks/results/checkpoint_faults.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal

@@ -26,13 +26,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import markdown_table, write_json
+from _common import markdown_table, start_service, write_json
 from ann_recall import random_snapshot
 
 from argusrec.snapshot import latest_label, switch_latest
@@ -45,21 +44,7 @@ def free_port() -> int:
 
 
 def start_server(root: Path, port: int, ef_search: int | None) -> subprocess.Popen:
-    code = ("from argusrec.serve import serve; "
-            f"serve({str(root)!r}, port={port}, runtime=False, reload_interval=0.5, "
-            f"ef_search={ef_search})")
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited at start-up")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start within 300 s")
+    return start_service(root, port, runtime=False, reload_interval=0.5, ef_search=ef_search)
 
 
 def publish_copy(root: Path, label: str) -> float:

@@ -27,13 +27,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import markdown_table, write_json
+from _common import markdown_table, start_service, write_json
 from serve_load import free_port
 
 from argusrec.serve import MAX_HISTORY
@@ -62,22 +61,8 @@ def build(work: Path, preset: str, users: int, steps: int) -> Path:
 
 
 def start_server(root: Path, port: int, workers: int, queue: int) -> subprocess.Popen:
-    code = ("from argusrec.serve import serve; "
-            f"serve({str(root)!r}, port={port}, reload_interval=None, "
-            f"runtime_workers={workers}, runtime_queue={queue})")
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited at start-up")
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            if r.status_code == 200 and r.json()["runtime"]:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start within 300 s")
+    return start_service(root, port, reload_interval=None, runtime_workers=workers,
+                         runtime_queue=queue)
 
 
 async def phase(port: int, users: list[str], body: bytes | None, *, concurrency: int,
