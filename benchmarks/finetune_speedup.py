@@ -72,8 +72,9 @@ def reference_scores(model, prefixes: list[dict], fields: dict, ref_batch: int) 
 
 
 def main() -> None:
-    from argusrec.finetune import (ImpressionDataset, collate_impressions, pairwise_loss,
-                                   score_batch)
+    from argusrec.impressions import ImpressionDataset, collate_impressions
+    from argusrec.losses import pairwise_loss
+    from argusrec.scoring import score_batch
     from argusrec.sequences import PreparedData
     from argusrec.train import TrainConfig, build_model
 

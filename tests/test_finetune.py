@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from argusrec.errors import DataError
-from argusrec.finetune import (FinetuneConfig, ImpressionDataset, collate_impressions,
-                               evaluate_pairs, finetune, pairwise_loss, score_batch,
-                               score_reference)
-from argusrec.impressions import PairConfig, grade_events, make_pairs, pair_accuracy, sessions
+from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune
+from argusrec.impressions import (ImpressionDataset, PairConfig, collate_impressions,
+                                  grade_events, make_pairs, sessions)
+from argusrec.losses import pairwise_loss
+from argusrec.metrics import pair_accuracy
+from argusrec.scoring import score_batch, score_reference
 from argusrec.sequences import PreparedData
 from argusrec.train import TrainConfig, build_model, pretrain
 

@@ -13,15 +13,34 @@ Pairs are two impressions of one user with different grades that were shown clos
 the same session, or within ``pair_window`` seconds). A pair's weight is the difference of the
 two grade values, so like-vs-skip weighs more than listen-vs-skip (DESIGN.md, "The losses").
 
-Legend: N impressions, P pairs.
+:class:`ImpressionDataset` turns a prepared dataset into examples: a window of a user's history
+(at most ``max_len`` events) with the impressions whose user state lies in it. Windows are
+chosen by *state*: consecutive windows of a user step back by ``stride``, and an impression
+belongs to the window whose last ``stride`` positions hold its state, so every impression is
+scored once, with at least ``max_len - stride`` events of history before it (or the user's
+whole history when it is shorter). argusrec.scoring scores them in one pass per window.
+
+Legend: N impressions, P pairs, B windows, C context fields.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from argusrec.batch import Batch
+from argusrec.errors import DataError
+from argusrec.loader import PreparedDataset, collate, split_history
+from argusrec.sequences import SPLIT_CODES, PreparedData
+
+DAY = 86_400
+RECOMMENDATION = 2  # ctx_is_organic code of recommendation traffic (argusrec.sequences)
 
 GRADE_NAMES = ("dislike", "skip", "listen", "like")
 
@@ -131,13 +150,214 @@ def make_pairs(group: np.ndarray, time: np.ndarray, grade: np.ndarray, cfg: Pair
     return better.astype(np.int64), worse.astype(np.int64), weight.astype(np.float64)
 
 
-def pair_accuracy(score: np.ndarray, better: np.ndarray, worse: np.ndarray,
-                  weight: np.ndarray) -> dict[str, float]:
-    """Share of pairs ordered correctly (ties count half), unweighted and weighted."""
-    if len(better) == 0:
-        return {"PairAccuracy": float("nan"), "PairAccuracy/weighted": float("nan"), "pairs": 0}
-    s_b, s_w = np.asarray(score)[better], np.asarray(score)[worse]
-    correct = (s_b > s_w) + 0.5 * (s_b == s_w)
-    return {"PairAccuracy": float(correct.mean()),
-            "PairAccuracy/weighted": float((correct * weight).sum() / weight.sum()),
-            "pairs": int(len(better))}
+class ImpressionDataset(PreparedDataset):
+    """Windows of users' histories with the impressions scored from them.
+
+    Args:
+        data: a prepared dataset.
+        split: whose impressions are examples (train, val or test). History is every event
+            before the impression except the gap (for train: training events only).
+        max_len: the encoder window, in events.
+        lag: seconds between the last event a user state may include and the impression.
+        stride: how far windows of one user step back (default ``max_len // 2``).
+        min_history: impressions with fewer events of history are skipped.
+        max_impressions: impressions per example; a window with more is split into examples.
+        pairs: impression, grade and pairing rules.
+    """
+
+    def __init__(self, data: str | Path | PreparedData, *, split: str = "train",
+                 max_len: int = 512, lag: int = DAY, stride: int | None = None,
+                 min_history: int = 1, max_impressions: int = 512,
+                 pairs: PairConfig | None = None) -> None:
+        if split not in SPLIT_CODES or split == "gap":
+            raise DataError(f"unknown split '{split}'", fix="use train, val or test")
+        stride = stride or max(1, max_len // 2)
+        if not 1 <= stride <= max_len:
+            raise DataError(f"need 1 <= stride <= max_len, got {stride} and {max_len}",
+                            fix="pick a smaller stride")
+        if lag < 0:
+            raise DataError(f"lag must be >= 0 seconds, got {lag}", fix="pass --lag 0 or more")
+        self.data = data if isinstance(data, PreparedData) else PreparedData(data)
+        self.split, self.code = split, SPLIT_CODES[split]
+        self.max_len, self.lag, self.stride = max_len, lag, stride
+        self.min_history, self.max_impressions = max(1, min_history), max(1, max_impressions)
+        self.pairs = pairs or PairConfig()
+        self.context_names = sorted(self.data.context_fields)
+        self.feedback_names = list(self.data.feedback_fields)
+        mode = self.pairs.impressions
+        if mode == "recommendation" and "is_organic" not in self.context_names:
+            raise DataError("impressions=recommendation needs an is_organic context field",
+                            path=self.data.path, fix="use impressions: all")
+        self.use_organic = "is_organic" in self.context_names and mode != "all"
+        self.skipped = {"short_history": 0, "no_state": 0}
+        # global event number of a shard's first event: an impression's key in feature tables
+        sizes = [len(shard.events["item"]) for shard in self.data.shards]
+        self._base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._count = 0
+        examples, imps = [], []
+        for s, shard in enumerate(self.data.shards):
+            for j in range(len(shard)):
+                self._index_user(s, shard, j, examples, imps)
+        # examples: (shard, user position, window start, window stop, first imp, end imp)
+        self.examples = np.asarray(examples, dtype=np.int64).reshape(-1, 6)
+        # impressions: (event index in the user's kept events, state index, session, grade)
+        self.impressions = (np.concatenate(imps) if imps
+                            else np.zeros((0, 4), dtype=np.float64))
+
+    # -- index ---------------------------------------------------------------------------------
+    def _kept(self, shard, j: int) -> np.ndarray:
+        """Shard positions of user j's events that can be history or impressions here."""
+        start = int(shard.offsets[j])
+        split = np.asarray(shard.events["split"][start:shard.offsets[j + 1]])
+        return start + np.flatnonzero(split_history(split, self.code))
+
+    def _grades(self, shard, positions: np.ndarray) -> np.ndarray:
+        if not self.feedback_names:  # no signal to grade by: no event is an impression
+            return np.full(len(positions), np.nan)
+        fb = {f: np.asarray(shard.events[f"fb_{f}"][positions]) for f in self.feedback_names}
+        return grade_events(fb, self.data.feedback_fields, self.pairs)
+
+    def _index_user(self, s: int, shard, j: int, examples: list, imps: list) -> None:
+        pos = self._kept(shard, j)
+        if len(pos) < 2:
+            return
+        ev = shard.events
+        ts = np.asarray(ev["timestamp"][pos], dtype=np.int64)
+        grade = self._grades(shard, pos)
+        is_imp = (np.asarray(ev["split"][pos]) == self.code) & ~np.isnan(grade)
+        if self.use_organic:
+            is_imp &= np.asarray(ev["ctx_is_organic"][pos]) == RECOMMENDATION
+        imp = np.flatnonzero(is_imp)
+        if len(imp) == 0:
+            return
+        state = np.minimum(np.searchsorted(ts, ts[imp] - self.lag, side="right") - 1, imp - 1)
+        ok = state >= self.min_history - 1
+        self.skipped["short_history"] += int((~ok & (state >= 0)).sum())
+        self.skipped["no_state"] += int((state < 0).sum())
+        imp, state = imp[ok], state[ok]
+        if len(imp) == 0:
+            return
+        session = sessions(ts, self.pairs.session_gap)
+        order = np.lexsort((imp, state))
+        imp, state = imp[order], state[order]
+        stop = int(state[-1]) + 1
+        while stop > 0:
+            start = max(0, stop - self.max_len)
+            lo = start if start == 0 else stop - self.stride
+            inside = (state >= lo) & (state < stop)
+            if inside.any():
+                chosen = np.flatnonzero(inside)
+                # impressions of this window, sorted by (session, time) for pairing
+                rows = chosen[np.lexsort((imp[chosen], session[imp[chosen]]))]
+                for c in range(0, len(rows), self.max_impressions):
+                    part = rows[c:c + self.max_impressions]
+                    first = self._count
+                    self._count += len(part)
+                    imps.append(np.stack([imp[part], state[part], session[imp[part]],
+                                          grade[imp[part]]], axis=1).astype(np.float64))
+                    examples.append((s, j, start, stop, first, first + len(part)))
+            if lo == 0 or not (state < lo).any():
+                break
+            stop = int(state[state < lo].max()) + 1
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) events in each example's window (for length-grouped batches)."""
+        return self.examples[:, 3] - self.examples[:, 2]  # window stop - window start
+
+    @property
+    def num_impressions(self) -> int:
+        return len(self.impressions)
+
+    # -- items ---------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s, j, start, stop, lo, hi = (int(v) for v in self.examples[index])
+        shard = self.data.shards[s]
+        kept = self._kept(shard, j)
+        window, ev = kept[start:stop], shard.events
+        rows = self.impressions[lo:hi]
+        imp, state = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+        imp_pos = kept[imp]
+
+        def take(name: str, where: np.ndarray, dtype) -> np.ndarray:
+            return np.asarray(ev[name][where], dtype=dtype)
+
+        def context(where: np.ndarray) -> np.ndarray:
+            if not self.context_names:
+                return np.zeros((len(where), 0), dtype=np.int64)
+            return np.stack([take(f"ctx_{c}", where, np.int64) for c in self.context_names], -1)
+
+        feedback = (np.stack([take(f"fb_{f}", window, np.float32) for f in self.feedback_names],
+                             -1) if self.feedback_names
+                    else np.zeros((len(window), 0), dtype=np.float32))
+        imp_time = take("timestamp", imp_pos, np.int64)
+        return {
+            "user": np.int64(shard.users[j]),
+            "item": take("item", window, np.int64),
+            "timestamp": take("timestamp", window, np.int64),
+            "event_type": take("event_type", window, np.int64),
+            "context": context(window),
+            "feedback": feedback,
+            "positive": take("positive", window, np.bool_),
+            "target": np.zeros(len(window), dtype=np.bool_),
+            "imp_state": state - start,
+            "imp_item": take("item", imp_pos, np.int64),
+            "imp_context": context(imp_pos),
+            "imp_event_type": take("event_type", imp_pos, np.int64),
+            "imp_gap": imp_time - take("timestamp", kept[state], np.int64),
+            "imp_time": imp_time,
+            "imp_session": rows[:, 2].astype(np.int64),
+            "imp_grade": rows[:, 3],
+            "imp_id": np.arange(lo, hi, dtype=np.int64),
+            "imp_event": self._base[s] + imp_pos,
+        }
+
+
+@dataclass
+class ImpressionBatch:
+    """Windows (a loader Batch) plus their impressions, flattened, and the training pairs.
+
+    Shapes: window (B,), state, item, event_type, gap, grade, id (N,), context (N, C);
+    better, worse (P,) indices into the N impressions, weight (P,).
+    """
+
+    events: Batch
+    window: Tensor
+    state: Tensor
+    item: Tensor
+    context: Tensor
+    event_type: Tensor
+    gap: Tensor
+    grade: Tensor
+    id: Tensor
+    better: Tensor
+    worse: Tensor
+    weight: Tensor
+
+    def to(self, device, non_blocking: bool = False) -> "ImpressionBatch":
+        moved = {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, (Tensor, Batch))
+                     else v) for k, v in self.__dict__.items()}
+        return ImpressionBatch(**moved)
+
+
+def collate_impressions(samples: list[dict[str, Any]], pairs: PairConfig) -> ImpressionBatch:
+    """Pad the windows, flatten the impressions, and list the pairs inside each example."""
+    events = collate(samples)
+    counts = [len(s["imp_item"]) for s in samples]
+    cat = {k: np.concatenate([s[k] for s in samples]) for k in samples[0] if k.startswith("imp_")}
+    window = np.repeat(np.arange(len(samples)), counts)
+    # a session number is per user; make the pairing group unique per example
+    group = window.astype(np.int64)
+    if pairs.pair_within == "session":
+        group = group * (1 << 40) + cat["imp_session"]
+    better, worse, weight = make_pairs(group, cat["imp_time"], cat["imp_grade"], pairs)
+    return ImpressionBatch(
+        events=events, window=torch.from_numpy(window), state=torch.from_numpy(cat["imp_state"]),
+        item=torch.from_numpy(cat["imp_item"]), context=torch.from_numpy(cat["imp_context"]),
+        event_type=torch.from_numpy(cat["imp_event_type"]),
+        gap=torch.from_numpy(cat["imp_gap"]), grade=torch.from_numpy(cat["imp_grade"]),
+        id=torch.from_numpy(cat["imp_id"]), better=torch.from_numpy(better),
+        worse=torch.from_numpy(worse), weight=torch.from_numpy(weight).float())

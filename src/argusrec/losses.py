@@ -577,3 +577,10 @@ def make_next_item_loss(kind: str, num_items: int, item_counts: Tensor | None = 
     if "correction" in kwargs:
         raise ValueError(f"the kind {kind!r} already sets the correction; drop correction=")
     return SampledSoftmaxLoss(num_items, item_counts, correction=corrections[kind], **kwargs)
+
+
+def pairwise_loss(score: Tensor, better: Tensor, worse: Tensor, weight: Tensor) -> Tensor:
+    """Weighted logistic loss on score differences: sum w * log(1 + e^-(s_b - s_w)) / sum w."""
+    if better.numel() == 0:
+        return score.sum() * 0.0
+    return (weight * F.softplus(score[worse] - score[better])).sum() / weight.sum()

@@ -415,3 +415,15 @@ def format_table(results: dict[str, float], title: str | None = None) -> str:
         text = f"{int(v):d}" if key == "count" and v == v and float(v).is_integer() else f"{v:.4f}"
         lines.append(f"{key:<{width}}  {text:>10}")
     return "\n".join(lines)
+
+
+def pair_accuracy(score: np.ndarray, better: np.ndarray, worse: np.ndarray,
+                  weight: np.ndarray) -> dict[str, float]:
+    """Share of pairs ordered correctly (ties count half), unweighted and weighted."""
+    if len(better) == 0:
+        return {"PairAccuracy": float("nan"), "PairAccuracy/weighted": float("nan"), "pairs": 0}
+    s_b, s_w = np.asarray(score)[better], np.asarray(score)[worse]
+    correct = (s_b > s_w) + 0.5 * (s_b == s_w)
+    return {"PairAccuracy": float(correct.mean()),
+            "PairAccuracy/weighted": float((correct * weight).sum() / weight.sum()),
+            "pairs": int(len(better))}

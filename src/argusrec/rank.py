@@ -31,8 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.checkpoint import load_model, need_data
 from argusrec.errors import DataError
-from argusrec.finetune import FinetuneConfig, impression_pairs, oracle_scores, score_impressions
-from argusrec.impressions import grade_events, pair_accuracy
+from argusrec.finetune import FinetuneConfig
+from argusrec.impressions import grade_events
+from argusrec.metrics import pair_accuracy
+from argusrec.scoring import impression_pairs, oracle_scores, score_impressions
 from argusrec.sequences import GAP, PreparedData
 
 ORDINARY = ["item_events", "item_likes", "item_like_rate", "item_grade_mean", "item_age",
