@@ -173,158 +173,200 @@ def fit(model: nn.Module, task: Task, loop: Loop, out: Path, data: PreparedData,
     data position). ``stop_after`` ends the run after that many optimizer steps as if
     interrupted (a checkpoint is written), which tests use to check that a resume is exact.
     """
-    if len(task.dataset) < loop.batch_size * world.size:
-        raise DataError(f"{len(task.dataset)} training examples, fewer than one batch of "
-                        f"{loop.batch_size} per rank x {world.size}", path=data.path,
-                        fix="lower --batch-size")
-    order = BatchOrder(len(task.dataset), loop.batch_size, loop.seed,
-                       task.lengths if loop.group_by_length else None)
-    per_step = loop.optim.grad_accum * world.size  # micro-batches of the global order per step
-    total = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
-    bf16 = loop.bf16 if loop.bf16 is not None else (
-        device.type == "cuda" and torch.cuda.is_bf16_supported())
-    wrapped = parallelize(model, world, mode=loop.parallel,
-                          activation_checkpointing=loop.activation_checkpointing,
-                          compile=loop.compile, bf16=bf16)
-    if task.reseed is not None:
-        torch.manual_seed(task.reseed)
-    optimizer = build_optimizer(model, loop.optim)
-    scheduler = build_schedule(optimizer, total, loop.optim)
-    step, micro, state = 0, 0, {}
-    if resume is not None:
+    run = _Run(model, task, loop, out, data, world, device, resume)
+    return run.train(progress=progress, stop_after=stop_after)
+
+
+class _Run:
+    """One call of :func:`fit`: its pieces, set up in the order that keeps a resume exact
+    (the RNG is drawn from in the same places every time), and its steps, named."""
+
+    def __init__(self, model: nn.Module, task: Task, loop: Loop, out: Path, data: PreparedData,
+                 world: World, device: torch.device, resume: Checkpoint | None) -> None:
+        self.model, self.task, self.loop, self.out, self.data = model, task, loop, out, data
+        self.world, self.device = world, device
+        if len(task.dataset) < loop.batch_size * world.size:
+            raise DataError(f"{len(task.dataset)} training examples, fewer than one batch of "
+                            f"{loop.batch_size} per rank x {world.size}", path=data.path,
+                            fix="lower --batch-size")
+        order = BatchOrder(len(task.dataset), loop.batch_size, loop.seed,
+                           task.lengths if loop.group_by_length else None)
+        per_step = loop.optim.grad_accum * world.size  # micro-batches of the order per step
+        self.total = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
+        self.bf16 = loop.bf16 if loop.bf16 is not None else (
+            device.type == "cuda" and torch.cuda.is_bf16_supported())
+        self.wrapped = parallelize(model, world, mode=loop.parallel,
+                                   activation_checkpointing=loop.activation_checkpointing,
+                                   compile=loop.compile, bf16=self.bf16)
+        if task.reseed is not None:
+            torch.manual_seed(task.reseed)
+        self.optimizer = build_optimizer(model, loop.optim)
+        self.scheduler = build_schedule(self.optimizer, self.total, loop.optim)
+        self.step, self.micro, self.stale, self.nonfinite = 0, 0, 0, 0
+        state = self._resume(resume)
+        barrier(world)  # nobody creates the run directory before everybody checked it
+        if world.main:
+            out.mkdir(parents=True, exist_ok=True)
+        if world.distributed:  # dropout and negatives differ per rank; the order does not
+            torch.manual_seed(loop.seed * 7919 + world.rank)
+
+        from torch.utils.data import DataLoader  # deferred: heavy, only training needs it
+        from torch.utils.tensorboard import SummaryWriter
+
+        # The loader gets its own generator: creating its iterator must not draw from the
+        # global RNG, whose state a resumed run restores (dropout and negatives use it).
+        mine = itertools.islice(order.from_position(self.micro), world.rank, None, world.size)
+        loader = DataLoader(task.dataset, batch_sampler=mine, collate_fn=task.collate,
+                            num_workers=loop.num_workers, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(loop.seed))
+        self.batches = iter(loader)
+        if resume is not None and not world.distributed:
+            _set_rng_state(state["rng"])
+        self.writer = (SummaryWriter(str(out / "tensorboard"),
+                                     purge_step=self.step + 1 if resume is not None else None)
+                       if world.main else None)
+        self.summary = TrainSummary(out=str(out), steps=self.step, tokens=0, seconds=0.0,
+                                    final_loss=math.nan, parameters=model.parameter_counts())
+        self.wrapped.train()
+        if resume is not None:  # early-stopping state continues too
+            self.summary.best_value = state.get("best_value", -math.inf)
+            self.summary.best_step, self.stale = state.get("best_step"), state.get("stale", 0)
+
+    def _resume(self, resume: Checkpoint | None) -> dict:
+        """Load the checkpoint's weights, optimizer and schedule; its resume state."""
+        if resume is None:
+            if (self.out / "checkpoints").exists():
+                raise DataError("this run directory already has checkpoints", path=self.out,
+                                fix="pass --resume to continue it, or choose a new directory")
+            return {}
         state = resume.resume_state()
-        load_full_state(wrapped, resume.weights(), optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, micro = state["step"], state["micro"]
-        if step >= total:
-            raise DataError(f"the run is already complete: step {step} of {total}", path=out,
-                            fix=f"pass --max-steps above {step} to train it longer")
-    elif (out / "checkpoints").exists():
-        raise DataError("this run directory already has checkpoints", path=out,
-                        fix="pass --resume to continue it, or choose a new directory")
-    barrier(world)  # nobody creates the run directory before everybody checked it
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-    if world.distributed:  # dropout and negatives differ per rank; the order does not
-        torch.manual_seed(loop.seed * 7919 + world.rank)
+        load_full_state(self.wrapped, resume.weights(), self.optimizer, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.micro = state["step"], state["micro"]
+        if self.step >= self.total:
+            raise DataError(f"the run is already complete: step {self.step} of {self.total}",
+                            path=self.out,
+                            fix=f"pass --max-steps above {self.step} to train it longer")
+        return state
 
-    from torch.utils.data import DataLoader  # deferred: heavy, and only a training run needs it
-    from torch.utils.tensorboard import SummaryWriter
+    def train(self, *, progress: bool, stop_after: int | None) -> TrainSummary:
+        summary, world = self.summary, self.world
+        started = time.perf_counter()
+        bar = tqdm(total=self.total, initial=self.step, desc=self.task.name, unit="step",
+                   disable=not (progress and world.main), dynamic_ncols=True)
+        try:
+            with _StopFlag() as stop:
+                while self.step < self.total:
+                    loss, tokens, metrics = self._optimizer_step()
+                    summary.tokens += tokens
+                    summary.losses.append(loss)
+                    elapsed = time.perf_counter() - started
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}",
+                                    tok_s=f"{summary.tokens / max(elapsed, 1e-9):,.0f}")
+                    self._log(loss, metrics)
+                    interrupted = stop.set or (stop_after is not None and
+                                               self.step >= stop_after)
+                    interrupted = bool(all_reduce(interrupted, world, op="max"))
+                    improved, patience_out = self._validate(bar)
+                    if (self.step % self.loop.checkpoint_every == 0 or self.step == self.total
+                            or interrupted or improved or patience_out):
+                        self._checkpoint(improved)
+                    if interrupted or patience_out:
+                        summary.stopped_early = True
+                        break
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        summary.steps = self.step
+        summary.seconds = time.perf_counter() - started
+        summary.final_loss = summary.losses[-1] if summary.losses else math.nan
+        return summary
 
-    # The loader gets its own generator: creating its iterator must not draw from the global
-    # RNG, whose state a resumed run restores (dropout and negative sampling use it).
-    mine = itertools.islice(order.from_position(micro), world.rank, None, world.size)
-    loader = DataLoader(task.dataset, batch_sampler=mine, collate_fn=task.collate,
-                        num_workers=loop.num_workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(loop.seed))
-    batches = iter(loader)
-    if resume is not None and not world.distributed:
-        _set_rng_state(state["rng"])
-    writer = (SummaryWriter(str(out / "tensorboard"),
-                            purge_step=step + 1 if resume is not None else None)
-              if world.main else None)
-    summary = TrainSummary(out=str(out), steps=step, tokens=0, seconds=0.0, final_loss=math.nan,
-                           parameters=model.parameter_counts())
-    wrapped.train()
-    stale = nonfinite = 0
-    if resume is not None:  # early-stopping state continues too
-        summary.best_value = state.get("best_value", -math.inf)
-        summary.best_step, stale = state.get("best_step"), state.get("stale", 0)
-    started = time.perf_counter()
-    bar = tqdm(total=total, initial=step, desc=task.name, unit="step",
-               disable=not (progress and world.main), dynamic_ncols=True)
-    accum = loop.optim.grad_accum
-    try:
-        with _StopFlag() as stop:
-            while step < total:
-                loss_sum, tokens, metrics = 0.0, 0, {}
-                for _ in range(accum):
-                    batch = next(batches).to(device, non_blocking=True)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        result = task.step(model, wrapped, batch)
-                    (result.loss / accum).backward()
-                    loss_sum += float(result.loss.detach()) / accum
-                    tokens += result.tokens
-                    metrics = result.metrics
-                    for k, v in metrics.items():
-                        summary.metric_sums[k] = summary.metric_sums.get(k, 0.0) + float(v)
-                    micro += world.size
-                # with grad_clip 0 the norm is only measured (clipping to infinity is a no-op)
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                      loop.optim.grad_clip or math.inf)
-                bad = not (math.isfinite(loss_sum) and bool(torch.isfinite(norm)))
-                bad = bool(all_reduce(bad, world, op="max"))
-                if bad:
-                    nonfinite = _skip_nonfinite(nonfinite + 1, step + 1, loss_sum,
-                                                loop.nonfinite_patience, out)
-                    summary.skipped_steps += 1
-                else:
-                    optimizer.step()
-                    nonfinite = 0
-                with warnings.catch_warnings():  # a skipped first step is not a misordering
-                    warnings.simplefilter("ignore", UserWarning)
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if world.distributed:
-                    loss_sum = all_reduce(loss_sum, world) / world.size
-                    tokens = int(all_reduce(tokens, world))
-                summary.tokens += tokens
-                summary.losses.append(loss_sum)
-                elapsed = time.perf_counter() - started
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum:.4f}",
-                                tok_s=f"{summary.tokens / max(elapsed, 1e-9):,.0f}")
-                prefix = task.log_prefix
-                if writer is not None and (step % loop.log_every == 0 or step == total):
-                    writer.add_scalar(f"{prefix}/loss", loss_sum, step)
-                    writer.add_scalar(f"{prefix}/lr", scheduler.get_last_lr()[0], step)
-                    extra = task.scalars(model) if task.scalars is not None else {}
-                    for k, v in {**extra, **metrics}.items():
-                        writer.add_scalar(f"{prefix}/{k}", v, step)
-                interrupted = stop.set or (stop_after is not None and step >= stop_after)
-                interrupted = bool(all_reduce(interrupted, world, op="max"))
-                improved = patience_out = False
-                if task.validate is not None and loop.eval_every and (
-                        step % loop.eval_every == 0 or step == total):
-                    value = task.validate(model)  # every rank: FSDP gathers together
-                    wrapped.train()
-                    if writer is not None:
-                        writer.add_scalar(f"val/{loop.eval_metric}", value, step)
-                        bar.write(f"step {step}: val {loop.eval_metric} {value:.4f}")
-                    improved = value > summary.best_value
-                    if improved:
-                        summary.best_value, summary.best_step, stale = value, step, 0
-                    else:
-                        stale += 1
-                        patience_out = bool(loop.patience) and stale >= loop.patience
-                if (step % loop.checkpoint_every == 0 or step == total or interrupted
-                        or improved or patience_out):
-                    model_state, optim_state = full_state(wrapped, optimizer)  # collective
-                    _check_finite(model_state, step, out)
-                    if world.main:
-                        path = save_checkpoint(
-                            out, step=step, weights=model_state, data=data,
-                            keep=loop.keep_checkpoints, configs=task.configs,
-                            state={"optimizer": optim_state,
-                                   "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                                   "micro": micro, "best_value": summary.best_value,
-                                   "best_step": summary.best_step, "stale": stale,
-                                   "world_size": world.size})
-                        if improved:
-                            mark_best(out, path, loop.eval_metric, summary.best_value)
-                    barrier(world)
-                if interrupted or patience_out:
-                    summary.stopped_early = True
-                    break
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    summary.steps = step
-    summary.seconds = time.perf_counter() - started
-    summary.final_loss = summary.losses[-1] if summary.losses else math.nan
-    return summary
+    def _optimizer_step(self) -> tuple[float, int, dict[str, float]]:
+        """Accumulate the micro-batches, then clip and update (or skip a non-finite step);
+        (mean loss, tokens, the last micro-batch's metrics), summed over ranks."""
+        loop, world, accum = self.loop, self.world, self.loop.optim.grad_accum
+        loss_sum, tokens, metrics = 0.0, 0, {}
+        for _ in range(accum):
+            batch = next(self.batches).to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                result = self.task.step(self.model, self.wrapped, batch)
+            (result.loss / accum).backward()
+            loss_sum += float(result.loss.detach()) / accum
+            tokens += result.tokens
+            metrics = result.metrics
+            for k, v in metrics.items():
+                self.summary.metric_sums[k] = self.summary.metric_sums.get(k, 0.0) + float(v)
+            self.micro += world.size
+        # with grad_clip 0 the norm is only measured (clipping to infinity is a no-op)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              loop.optim.grad_clip or math.inf)
+        bad = not (math.isfinite(loss_sum) and bool(torch.isfinite(norm)))
+        if bool(all_reduce(bad, world, op="max")):
+            self.nonfinite = _skip_nonfinite(self.nonfinite + 1, self.step + 1, loss_sum,
+                                             loop.nonfinite_patience, self.out)
+            self.summary.skipped_steps += 1
+        else:
+            self.optimizer.step()
+            self.nonfinite = 0
+        with warnings.catch_warnings():  # a skipped first step is not a misordering
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if world.distributed:
+            loss_sum = all_reduce(loss_sum, world) / world.size
+            tokens = int(all_reduce(tokens, world))
+        return loss_sum, tokens, metrics
+
+    def _log(self, loss: float, metrics: dict[str, float]) -> None:
+        """TensorBoard scalars every ``log_every`` steps and at the last one (rank 0)."""
+        if self.writer is None or not (self.step % self.loop.log_every == 0 or
+                                       self.step == self.total):
+            return
+        prefix = self.task.log_prefix
+        self.writer.add_scalar(f"{prefix}/loss", loss, self.step)
+        self.writer.add_scalar(f"{prefix}/lr", self.scheduler.get_last_lr()[0], self.step)
+        extra = self.task.scalars(self.model) if self.task.scalars is not None else {}
+        for k, v in {**extra, **metrics}.items():
+            self.writer.add_scalar(f"{prefix}/{k}", v, self.step)
+
+    def _validate(self, bar) -> tuple[bool, bool]:
+        """Validate when due; (improved on the best so far, patience run out)."""
+        task, loop, summary = self.task, self.loop, self.summary
+        if task.validate is None or not loop.eval_every or not (
+                self.step % loop.eval_every == 0 or self.step == self.total):
+            return False, False
+        value = task.validate(self.model)  # every rank: FSDP gathers together
+        self.wrapped.train()
+        if self.writer is not None:
+            self.writer.add_scalar(f"val/{loop.eval_metric}", value, self.step)
+            bar.write(f"step {self.step}: val {loop.eval_metric} {value:.4f}")
+        if value > summary.best_value:
+            summary.best_value, summary.best_step, self.stale = value, self.step, 0
+            return True, False
+        self.stale += 1
+        return False, bool(loop.patience) and self.stale >= loop.patience
+
+    def _checkpoint(self, improved: bool) -> None:
+        """Gather the full state (a collective), refuse non-finite weights, and let rank 0
+        write the checkpoint (and point ``best`` at it when it improved)."""
+        model_state, optim_state = full_state(self.wrapped, self.optimizer)
+        _check_finite(model_state, self.step, self.out)
+        if self.world.main:
+            summary = self.summary
+            path = save_checkpoint(
+                self.out, step=self.step, weights=model_state, data=self.data,
+                keep=self.loop.keep_checkpoints, configs=self.task.configs,
+                state={"optimizer": optim_state, "scheduler": self.scheduler.state_dict(),
+                       "rng": _rng_state(), "micro": self.micro,
+                       "best_value": summary.best_value, "best_step": summary.best_step,
+                       "stale": self.stale, "world_size": self.world.size})
+            if improved:
+                mark_best(self.out, path, self.loop.eval_metric, summary.best_value)
+        barrier(self.world)
 
 
 class BatchOrder:
