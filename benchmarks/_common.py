@@ -102,3 +102,14 @@ def start_service(root: Path, port: int, *, runtime: bool = True, **options) -> 
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("the server did not start within 300 s")
+
+
+def stop_service(proc: "subprocess.Popen") -> None:
+    """Stop a :func:`start_service` child as Ctrl-C would, killing it after 30 s."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()

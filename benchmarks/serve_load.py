@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import markdown_table, start_service, write_json
+from _common import markdown_table, start_service, stop_service, write_json
 from ann_recall import random_snapshot
 
 from argusrec.snapshot import latest_label, switch_latest
@@ -160,11 +159,7 @@ def main() -> None:
                                       swap_at=args.seconds / 3, root=root))
             runs.append({"items": n, "source": str(root), "phase": "swap", **result})
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_service(server)
         runs[-1]["server_startup_s"] = round(startup, 1)
     for r in runs:
         rows.append([f"{r['items']:,}", r["phase"], r["concurrency"], f"{r['requests']:,}",

@@ -25,14 +25,13 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import markdown_table, start_service, write_json
+from _common import markdown_table, start_service, stop_service, write_json
 from serve_load import free_port
 
 from argusrec.serve import MAX_HISTORY
@@ -163,11 +162,7 @@ def main() -> None:
                                            heavy=args.heavy, seconds=args.seconds))
                 runs.append({"runtime_workers": workers, "phase": name, **result})
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_service(server)
     rows = []
     for r in runs:
         quiet = next(q for q in runs if q["runtime_workers"] == r["runtime_workers"]
