@@ -283,6 +283,125 @@ def _date_label(as_of: int) -> str:
                         fix="pass --label, or an --as-of before the year 10000") from None
 
 
+@dataclass(frozen=True)
+class _ExportInputs:
+    """What an export works from: the opened checkpoint and model, the data, and the times."""
+
+    ckpt: Checkpoint
+    model: torch.nn.Module  # an ArgusModel (simplified variant) with the data's vocabulary
+    data: PreparedData
+    vocab: Vocabulary  # the data's items and users
+    new: dict  # counts of items ("items") and users ("users") the model never saw
+    as_of: int  # seconds; the time the snapshot serves from
+    lag: int  # seconds; user states include events up to as_of - lag
+    label: str  # the snapshot's directory name
+
+    @property
+    def cutoff(self) -> int:
+        """The data cut-off ``as_of - lag``."""
+        return self.as_of - self.lag
+
+
+def _open_inputs(run: str | Path, which: str, data: str | Path | PreparedData | None,
+                 as_of: int | None, lag: int | None, label: str | None) -> _ExportInputs:
+    """Open the checkpoint and data, load the model on the data's vocabulary, resolve the times."""
+    ckpt = Checkpoint.open(run, which)
+    if isinstance(data, (str, Path)):
+        data = PreparedData(data)
+    data = data or ckpt.training_data()
+    vocab = Vocabulary.of_data(data, users=True)
+    model = ckpt.load_model(replace(vocab, users=None))
+    new = vocab.new_since(ckpt.vocabulary())
+    if lag is None:
+        lag = int((ckpt.finetune or {}).get("lag", DAY))  # FinetuneConfig holds it >= 0
+    if as_of is None:
+        as_of = _last_timestamp(data) + 1
+    label = label or _date_label(as_of)
+    if model.cfg.variant != "simplified":
+        raise DataError("export needs a simplified-ARGUS model (one token per event)",
+                        path=ckpt.path, fix="export a model trained with model.variant: "
+                        "simplified")
+    return _ExportInputs(ckpt=ckpt, model=model, data=data, vocab=vocab, new=new, as_of=as_of,
+                         lag=lag, label=label)
+
+
+def _encode_items(inputs: _ExportInputs, *, popular: int, popularity_window: int,
+                  stages: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(V, U) item vectors and the (P, 2) popularity fallback, each timed into ``stages``."""
+    t = time.perf_counter()
+    vectors = item_vectors(inputs.model)
+    stages["item_vectors"] = time.perf_counter() - t
+    t = time.perf_counter()
+    top = popularity(inputs.data, inputs.cutoff, window=popularity_window, top=popular)
+    stages["popularity"] = time.perf_counter() - t
+    return vectors, top
+
+
+def _manifest(inputs: _ExportInputs, serving: ServingContext, popularity_window: int) -> dict:
+    """The snapshot manifest's model, data and serving parts, with the counts to be filled in."""
+    checkpoint, config, model = inputs.ckpt.path, inputs.ckpt.config, inputs.model
+    config_text = (checkpoint / "config.json").read_bytes()
+    return {
+        "model": {"checkpoint": str(checkpoint), "step": config.get("step"),
+                  "argusrec_version": config.get("argusrec_version"),
+                  "config_sha256": hashlib.sha256(config_text).hexdigest(),
+                  "max_len": model.cfg.max_len,
+                  "temperature": float(model.temperature.detach())},
+        "data": {"path": str(inputs.data.path.resolve()), "as_of": int(inputs.as_of),
+                 "lag": int(inputs.lag), "cutoff": int(inputs.cutoff),
+                 "last_timestamp": _last_timestamp(inputs.data)},
+        "serving_context": {"context": serving.context.tolist(),
+                            "event_type": serving.event_type},
+        "popularity_window": popularity_window,
+        # filled in while the users are encoded; write_snapshot reads it after the last batch
+        "counts": {"users_without_history": 0, "new_items": inputs.new["items"],
+                   "new_users": inputs.new.get("users", 0)},
+    }
+
+
+def _lmdb_map_size(inputs: _ExportInputs) -> int:
+    """Bytes LMDB may grow to, sized from the data so a big log never runs out."""
+    events = inputs.data.info.counts.events
+    return max(1 << 26, 2 * (inputs.data.num_users * (inputs.model.cfg.user_dim * 4 + 256)
+                             + 4 * events))
+
+
+def _publish(inputs: _ExportInputs, out_root: str | Path, vectors: np.ndarray, top: np.ndarray,
+             manifest: dict, serving: ServingContext, *, backend: str, redis_url: str | None,
+             hnsw_m: int, ef_construction: int, ef_search: int, batch_users: int,
+             overwrite: bool, keep: int | None, progress: bool) -> tuple[Path, list[str]]:
+    """Encode the users into a new snapshot beside the item index, then prune old snapshots."""
+    model = inputs.model
+    users = _user_batches(model, inputs.data, inputs.cutoff, inputs.as_of, serving,
+                          manifest["counts"], batch_users=batch_users, progress=progress)
+    shipped = replace(inputs.vocab, users=None, content=inputs.vocab.content
+                      if model.cfg.use_content else None)  # what the runtime path rebuilds from
+    final = write_snapshot(out_root, inputs.label, item_ids=None, vocabulary=shipped,
+                           vectors=vectors, users=users, popular=top, manifest=manifest,
+                           backend=backend, redis_url=redis_url,
+                           lmdb_map_size=_lmdb_map_size(inputs), hnsw_m=hnsw_m,
+                           ef_construction=ef_construction, ef_search=ef_search,
+                           overwrite=overwrite, keep=None, progress=progress)
+    pruned = prune_snapshots(out_root, keep)  # here rather than in write_snapshot: reported
+    return final, pruned
+
+
+def _summary(inputs: _ExportInputs, final: Path, items: int, pruned: list[str],
+             stages: dict[str, float], started: float) -> ExportSummary:
+    """The report: counts and sizes read back from the written manifest, and stage timings."""
+    written = json.loads((final / "manifest.json").read_text())
+    stages["hnsw"] = written["index"]["build_seconds"]
+    size = sum(v["bytes"] for v in written["files"].values())
+    new = inputs.new
+    return ExportSummary(out=str(final), label=inputs.label, as_of=int(inputs.as_of),
+                         lag=int(inputs.lag), items=items, users=written["counts"]["users"],
+                         users_without_history=written["counts"]["users_without_history"],
+                         seconds=time.perf_counter() - started, bytes=size,
+                         stage_seconds={k: round(v, 2) for k, v in stages.items()},
+                         new_items=new["items"], new_users=new.get("users", 0),
+                         item_embedding=inputs.model.items.kind, pruned=pruned)
+
+
 def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
            lag: int | None = None, data: str | Path | PreparedData | None = None,
            which: str = "latest", label: str | None = None, backend: str = "lmdb",
@@ -319,71 +438,16 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
     check_keep(keep)  # before the work, not after it
     started = time.perf_counter()
     stages: dict[str, float] = {}
-    ckpt = Checkpoint.open(run, which)
-    checkpoint, config = ckpt.path, ckpt.config
-    if isinstance(data, (str, Path)):
-        data = PreparedData(data)
-    data = data or ckpt.training_data()
-    vocab = Vocabulary.of_data(data, users=True)
-    model = ckpt.load_model(replace(vocab, users=None))
-    new = vocab.new_since(ckpt.vocabulary())
-    if lag is None:
-        lag = int((ckpt.finetune or {}).get("lag", DAY))  # FinetuneConfig holds it >= 0
-    if as_of is None:
-        as_of = _last_timestamp(data) + 1
-    cutoff = as_of - lag
-    label = label or _date_label(as_of)
-    if model.cfg.variant != "simplified":
-        raise DataError("export needs a simplified-ARGUS model (one token per event)",
-                        path=checkpoint, fix="export a model trained with model.variant: "
-                        "simplified")
+    inputs = _open_inputs(run, which, data, as_of, lag, label)
+    vectors, top = _encode_items(inputs, popular=popular, popularity_window=popularity_window,
+                                 stages=stages)
+    serving = ServingContext.of(inputs.data)
+    manifest = _manifest(inputs, serving, popularity_window)
     t = time.perf_counter()
-    vectors = item_vectors(model)
-    stages["item_vectors"] = time.perf_counter() - t
-    t = time.perf_counter()
-    top = popularity(data, cutoff, window=popularity_window, top=popular)
-    stages["popularity"] = time.perf_counter() - t
-    serving = ServingContext.of(data)
-    config_text = (checkpoint / "config.json").read_bytes()
-    manifest = {
-        "model": {"checkpoint": str(checkpoint), "step": config.get("step"),
-                  "argusrec_version": config.get("argusrec_version"),
-                  "config_sha256": hashlib.sha256(config_text).hexdigest(),
-                  "max_len": model.cfg.max_len,
-                  "temperature": float(model.temperature.detach())},
-        "data": {"path": str(data.path.resolve()), "as_of": int(as_of), "lag": int(lag),
-                 "cutoff": int(cutoff), "last_timestamp": _last_timestamp(data)},
-        "serving_context": {"context": serving.context.tolist(),
-                            "event_type": serving.event_type},
-        "popularity_window": popularity_window,
-        # filled in while the users are encoded; write_snapshot reads it after the last batch
-        "counts": {"users_without_history": 0, "new_items": new["items"],
-                   "new_users": new.get("users", 0)},
-    }
-    # LMDB grows up to map_size; size it from the data so a big log never runs out
-    events = data.info.counts.events
-    map_size = max(1 << 26, 2 * (data.num_users * (model.cfg.user_dim * 4 + 256) + 4 * events))
-    t = time.perf_counter()
-    users = _user_batches(model, data, cutoff, as_of, serving, manifest["counts"],
-                          batch_users=batch_users,
-                          progress=progress)
-    shipped = replace(vocab, users=None, content=vocab.content if model.cfg.use_content
-                      else None)  # what the runtime path needs to rebuild the model
-    final = write_snapshot(out_root, label, item_ids=None, vocabulary=shipped,
-                           vectors=vectors, users=users,
-                           popular=top, manifest=manifest, backend=backend,
-                           redis_url=redis_url, lmdb_map_size=map_size, hnsw_m=hnsw_m,
-                           ef_construction=ef_construction, ef_search=ef_search,
-                           overwrite=overwrite, keep=None, progress=progress)
-    pruned = prune_snapshots(out_root, keep)  # here rather than in write_snapshot: reported
+    final, pruned = _publish(inputs, out_root, vectors, top, manifest, serving, backend=backend,
+                             redis_url=redis_url, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search,
+                             batch_users=batch_users, overwrite=overwrite, keep=keep,
+                             progress=progress)
     stages["write"] = time.perf_counter() - t
-    written = json.loads((final / "manifest.json").read_text())
-    stages["hnsw"] = written["index"]["build_seconds"]
-    size = sum(v["bytes"] for v in written["files"].values())
-    return ExportSummary(out=str(final), label=label, as_of=int(as_of), lag=int(lag),
-                         items=len(vectors), users=written["counts"]["users"],
-                         users_without_history=written["counts"]["users_without_history"],
-                         seconds=time.perf_counter() - started, bytes=size,
-                         stage_seconds={k: round(v, 2) for k, v in stages.items()},
-                         new_items=new["items"], new_users=new.get("users", 0),
-                         item_embedding=model.items.kind, pruned=pruned)
+    return _summary(inputs, final, len(vectors), pruned, stages, started)

@@ -212,22 +212,47 @@ class World:
         }
 
 
-def build_world(cfg: SimulatorConfig) -> World:
-    """Draw catalogue and users from ``cfg`` (resolved: items and artists set)."""
-    rng = np.random.default_rng([cfg.seed, 0])
-    n_items, n_art, n_users, d = int(cfg.items or 0), int(cfg.artists or 0), cfg.users, cfg.dim
+def _noise(rng: np.random.Generator, n: int, d: int, std: float) -> np.ndarray:
+    """(n, d) float32 Gaussian noise whose per-vector norm is about ``std``."""
+    return rng.standard_normal((n, d), dtype=np.float32) * np.float32(std / np.sqrt(d))
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """The drawn catalogue, tracks in artist blocks (each artist's hits first) before ids.
+
+    Shapes: I items, A artists, D = ``cfg.dim``; block arrays are in block order, so
+    ``by_id`` turns them into arrays indexed by item_id.
+    """
+
+    artist_vec: np.ndarray  # (A, D) unit vectors near their genre's
+    artist_genre: np.ndarray  # (A,)
+    artist_pop: np.ndarray  # (A,) summed popularity of each artist's tracks
+    offsets: np.ndarray  # (A + 1,) artist a's block is [off[a], off[a + 1])
+    block_artist: np.ndarray  # (I,)
+    block_album: np.ndarray  # (I,)
+    logpop: np.ndarray  # (I,) normalised log popularity
+    block_vec: np.ndarray  # (I, D) unit vectors near their artist's
+    item_id: np.ndarray  # (I,) the item id of each block position
+    track: np.ndarray  # (I,) float track seconds, indexed by item_id (drawn i.i.d.)
+
+    def by_id(self, values: np.ndarray) -> np.ndarray:
+        """Block-order ``values`` rearranged so that row i belongs to item_id i."""
+        out = np.empty_like(values)
+        out[self.item_id] = values
+        return out
+
+
+def _draw_catalogue(rng: np.random.Generator, cfg: SimulatorConfig) -> _Catalogue:
+    """Genres -> artists with Zipf-sized catalogues -> albums -> tracks, with popularity."""
+    n_items, n_art, d = int(cfg.items or 0), int(cfg.artists or 0), cfg.dim
     n_genres = min(cfg.genres, n_art)
-    span = float(cfg.days) * 86_400.0
-
-    def noise(n: int, std: float) -> np.ndarray:  # per-vector norm ~ std
-        return rng.standard_normal((n, d), dtype=np.float32) * np.float32(std / np.sqrt(d))
-
-    # Catalogue. Artist rank 0 is the biggest: sizes are 1 + a Zipf-weighted share of the rest.
+    # Artist rank 0 is the biggest: sizes are 1 + a Zipf-weighted share of the rest.
     genre_vec = _unit(rng.standard_normal((n_genres, d), dtype=np.float32))
     weight = np.arange(1, n_art + 1, dtype=np.float64) ** -cfg.artist_zipf
     sizes = 1 + rng.multinomial(n_items - n_art, weight / weight.sum())
     artist_genre = rng.integers(0, n_genres, n_art)
-    artist_vec = _unit(genre_vec[artist_genre] + noise(n_art, cfg.artist_spread))
+    artist_vec = _unit(genre_vec[artist_genre] + _noise(rng, n_art, d, cfg.artist_spread))
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     block_artist = np.repeat(np.arange(n_art), sizes)  # catalogue in artist blocks
     position = np.arange(n_items) - offsets[block_artist]
@@ -244,19 +269,21 @@ def build_world(cfg: SimulatorConfig) -> World:
     # Inside each artist block, hits first: the pool takes an artist's top tracks.
     resort = np.lexsort((-logpop, block_artist))
     block_artist, block_album, logpop = block_artist[resort], block_album[resort], logpop[resort]
-    block_vec = _unit(artist_vec[block_artist] + noise(n_items, cfg.item_spread))
+    block_vec = _unit(artist_vec[block_artist] + _noise(rng, n_items, d, cfg.item_spread))
     item_id = rng.permutation(n_items)  # ids carry no information, as in a real log
-
-    def by_id(values: np.ndarray) -> np.ndarray:
-        out = np.empty_like(values)
-        out[item_id] = values
-        return out
-
-    item_logpop = by_id(logpop)
     track = rng.lognormal(np.log(cfg.track_seconds_median), cfg.track_seconds_sigma, n_items)
     artist_pop = np.bincount(block_artist, weights=np.exp(logpop), minlength=n_art)
+    return _Catalogue(artist_vec=artist_vec, artist_genre=artist_genre, artist_pop=artist_pop,
+                      offsets=offsets, block_artist=block_artist, block_album=block_album,
+                      logpop=logpop, block_vec=block_vec, item_id=item_id, track=track)
 
-    # Users: a main genre, home artists mostly from it, a drift towards a few other artists.
+
+def _draw_home_artists(rng: np.random.Generator, cfg: SimulatorConfig,
+                       cat: _Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's home artists, mostly from a main genre: (all of them, count per user (U,))."""
+    n_users, n_art = cfg.users, len(cat.artist_vec)
+    n_genres = min(cfg.genres, n_art)
+    artist_genre, artist_pop = cat.artist_genre, cat.artist_pop
     genre_pop = np.bincount(artist_genre, weights=artist_pop, minlength=n_genres)
     user_genre = _sample(rng, np.cumsum(genre_pop), n_users)
     n_home = 1 + rng.poisson(cfg.home_artists - 1.0, n_users)
@@ -275,19 +302,50 @@ def build_world(cfg: SimulatorConfig) -> World:
     in_genre = by_genre[np.clip(in_genre, g_start[g], g_end[g] - 1)]
     anywhere = _sample(rng, np.cumsum(artist_pop), owner.size)
     home = np.where(rng.random(owner.size) < _HOME_GENRE_SHARE, in_genre, anywhere)
+    return home, n_home
+
+
+@dataclass(frozen=True)
+class _Tastes:
+    """Per-user taste: base and drift vectors, the policy's estimate and the organic share."""
+
+    home_offsets: np.ndarray  # (U + 1,)
+    home_artists: np.ndarray  # (sum of home artists,)
+    base: np.ndarray  # (U, D)
+    drift_artists: np.ndarray  # (U, cfg.drift_artists)
+    drift: np.ndarray  # (U, D)
+    drift_max: np.ndarray  # (U,)
+    policy: np.ndarray  # (U, D)
+    organic: np.ndarray  # (U,)
+
+
+def _draw_tastes(rng: np.random.Generator, cfg: SimulatorConfig, cat: _Catalogue) -> _Tastes:
+    """Users: a base taste near their home artists, a drift towards a few other artists."""
+    n_users, d = cfg.users, cfg.dim
+    home, n_home = _draw_home_artists(rng, cfg, cat)
+    artist_vec = cat.artist_vec
     home_offsets = np.concatenate([[0], np.cumsum(n_home)])
     home_mean = np.add.reduceat(artist_vec[home], home_offsets[:-1], axis=0) / n_home[:, None]
-    base = _unit(home_mean + noise(n_users, cfg.taste_noise))
-    drift_artists = _sample(rng, np.cumsum(artist_pop), (n_users, cfg.drift_artists))
-    drift = _unit(artist_vec[drift_artists].mean(axis=1) + noise(n_users, cfg.taste_noise))
+    base = _unit(home_mean + _noise(rng, n_users, d, cfg.taste_noise))
+    drift_artists = _sample(rng, np.cumsum(cat.artist_pop), (n_users, cfg.drift_artists))
+    drift = _unit(artist_vec[drift_artists].mean(axis=1)
+                  + _noise(rng, n_users, d, cfg.taste_noise))
     drift_max = np.clip(cfg.drift * rng.uniform(0.5, 1.5, n_users), 0.0, 1.0)
-    policy = _unit(base + noise(n_users, cfg.policy_noise))
+    policy = _unit(base + _noise(rng, n_users, d, cfg.policy_noise))
     share = cfg.organic_share
     organic = (rng.beta(4 * share, 4 * (1 - share), n_users) if 0 < share < 1
                else np.full(n_users, share))
+    return _Tastes(home_offsets=home_offsets, home_artists=home, base=base,
+                   drift_artists=drift_artists, drift=drift, drift_max=drift_max,
+                   policy=policy, organic=organic)
 
-    # Activity: stratified draws from Yambda's quantile function, so even a few hundred users
-    # reproduce its shape; feedback events come on top of listens, so listens are a bit fewer.
+
+def _draw_activity(rng: np.random.Generator, cfg: SimulatorConfig,
+                   span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Listens per user and active windows: (n_listens, t0, window length), each (U,)."""
+    n_users = cfg.users
+    # Stratified draws from Yambda's quantile function, so even a few hundred users reproduce
+    # its shape; feedback events come on top of listens, so listens are a bit fewer.
     strata = (rng.permutation(n_users) + rng.random(n_users)) / n_users
     events = np.exp(np.interp(strata, _ACTIVITY_Q, np.log(_ACTIVITY_V)))
     events *= cfg.mean_events_per_user / _YAMBDA_MEAN_EVENTS * cfg.events_scale
@@ -300,18 +358,33 @@ def build_world(cfg: SimulatorConfig) -> World:
     # last day, Yambda's test day, is as busy as any), a minority churned at a random time.
     churned = rng.random(n_users) < _CHURNED_SHARE
     t0 = np.floor(np.where(churned, rng.random(n_users), 1.0) * (span - 5.0 - length))
+    return n_listens, t0, length
+
+
+def build_world(cfg: SimulatorConfig) -> World:
+    """Draw catalogue and users from ``cfg`` (resolved: items and artists set)."""
+    # One generator, drawn from in this order (catalogue, tastes, activity, item biases): the
+    # order is part of the result, so a new draw goes at the end.
+    rng = np.random.default_rng([cfg.seed, 0])
+    span = float(cfg.days) * 86_400.0
+    cat = _draw_catalogue(rng, cfg)
+    tastes = _draw_tastes(rng, cfg, cat)
+    n_listens, t0, length = _draw_activity(rng, cfg, span)
+    item_logpop = cat.by_id(cat.logpop)
+    base, drift = tastes.base, tastes.drift
     return World(
         cfg=cfg, span_seconds=span,
-        item_vec=by_id(block_vec), item_bias=rng.normal(0.0, cfg.item_bias_std, n_items),
+        item_vec=cat.by_id(cat.block_vec),
+        item_bias=rng.normal(0.0, cfg.item_bias_std, int(cfg.items or 0)),
         item_logpop=item_logpop, item_cdf=np.cumsum(np.exp(item_logpop)),
         explore_cdf=np.cumsum(np.exp(cfg.explore_popularity * (item_logpop - item_logpop.max()))),
-        track_length=np.clip(np.round(track), 30, 1800).astype(np.uint32),
-        item_artist=by_id(block_artist), item_album=by_id(block_album), artist_vec=artist_vec,
-        artist_items=item_id, artist_offsets=offsets,
+        track_length=np.clip(np.round(cat.track), 30, 1800).astype(np.uint32),
+        item_artist=cat.by_id(cat.block_artist), item_album=cat.by_id(cat.block_album),
+        artist_vec=cat.artist_vec, artist_items=cat.item_id, artist_offsets=cat.offsets,
         base=base, drift=drift, base_drift=np.einsum("ud,ud->u", base, drift).astype(np.float64),
-        drift_max=drift_max, t0=t0, t1=t0 + length, policy=policy, organic=organic,
-        n_listens=n_listens, home_offsets=home_offsets, home_artists=home,
-        drift_artists=drift_artists,
+        drift_max=tastes.drift_max, t0=t0, t1=t0 + length, policy=tastes.policy,
+        organic=tastes.organic, n_listens=n_listens, home_offsets=tastes.home_offsets,
+        home_artists=tastes.home_artists, drift_artists=tastes.drift_artists,
     )
 
 
