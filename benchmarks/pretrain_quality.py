@@ -25,7 +25,8 @@ from _common import markdown_table, write_json
 from argusrec.evaluate import evaluate
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.simulate import SimulatorConfig, simulate
-from argusrec.train import TrainConfig, apply_overrides, pretrain, sasrec_overrides
+from argusrec.configs import apply_overrides
+from argusrec.train import TrainConfig, pretrain, sasrec_overrides
 
 BASE = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads": 2, "user_dim": 64,
                                    "max_len": 256, "time_buckets": 24},

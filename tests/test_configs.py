@@ -18,9 +18,9 @@ CONFIGS = configs.names()
 def test_config_parses(name):
     fields = yaml.safe_load(configs.find(name).read_text())
     if name.startswith("ablation"):
-        cfg = AblationConfig(**fields)
-        fields = cfg.pretrain
-    cfg = TrainConfig(**fields)
+        cfg = AblationConfig(**fields).pretrain
+    else:
+        cfg = TrainConfig(**fields)
     assert cfg.resolved_model().d_model > 0
 
 

@@ -15,7 +15,8 @@ from argusrec.errors import DataError
 
 from argusrec.objective import PretrainObjective
 from argusrec.checkpoint import find_checkpoint, load_model
-from argusrec.train import (TrainConfig, apply_overrides, pretrain,
+from argusrec.configs import apply_overrides
+from argusrec.train import (TrainConfig, pretrain,
                             sasrec_overrides)
 
 

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from argusrec.finetune import FinetuneConfig, finetune
 from argusrec.rank import RankConfig, rank
-from argusrec.train import TrainConfig, apply_overrides, pretrain
+from argusrec.configs import apply_overrides
+from argusrec.train import TrainConfig, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ class AblationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pretrain: dict[str, Any] = Field(default_factory=lambda: dict(ABLATION_PRETRAIN),
-                                     description="TrainConfig fields of pretraining")
-    finetune: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields")
-    rank: dict[str, Any] = Field(default_factory=dict, description="RankConfig fields")
+    pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(**ABLATION_PRETRAIN),
+                                  description="pretraining of every variant (its max_len and "
+                                  "batch size are set per history length)")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
+                                     description="fine-tuning of every variant")
+    rank: RankConfig = Field(default_factory=RankConfig, description="the final ranker")
     history_lengths: list[int] = Field([128, 512, 2048], description="pretraining and "
                                        "fine-tuning windows to compare")
     base_history: int = Field(512, description="history of the other variants")
@@ -62,7 +65,7 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
     cfg = cfg or AblationConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rank_cfg = RankConfig(**cfg.rank)
+    rank_cfg = cfg.rank
     lengths = list(dict.fromkeys([*cfg.history_lengths, cfg.base_history]))
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -92,14 +95,14 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
         overrides = {"model.max_len": length}
         if cfg.tokens_per_batch:
             overrides["batch_size"] = max(1, cfg.tokens_per_batch // length)
-        train_cfg = TrainConfig(**apply_overrides(cfg.pretrain, overrides))
+        train_cfg = TrainConfig(**apply_overrides(cfg.pretrain.model_dump(), overrides))
         if progress:
             log.info("== %s: pretrain (batch %d x %d) ==", name, train_cfg.batch_size, length)
         if not _finished(out / name / "pretrain"):
             pretrain(data, out / name / "pretrain", train_cfg, progress=progress)
         steps = _finetuned(out / name / "finetune") or finetune(
             data, out / name / "pretrain", out / name / "finetune",
-            FinetuneConfig(**cfg.finetune), progress=progress).steps
+            cfg.finetune, progress=progress).steps
         if length == cfg.base_history:
             base_steps = steps
         if length in cfg.history_lengths:
@@ -111,7 +114,7 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
             log.info("== no-pretraining: fine-tune from random weights ==")
         steps = _finetuned(out / "no-pretraining") or finetune(
             data, base, out / "no-pretraining",
-            FinetuneConfig(**{**cfg.finetune, "from_scratch": True}), progress=progress).steps
+            _changed(cfg.finetune, from_scratch=True), progress=progress).steps
         record("no-pretraining", out / "no-pretraining", steps, time.perf_counter() - t0)
     if cfg.short_finetune and base_steps:
         t0 = time.perf_counter()
@@ -120,7 +123,7 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
             log.info("== short-finetune: %d of %d steps ==", steps, base_steps)
         steps = _finetuned(out / "short-finetune") or finetune(
             data, base, out / "short-finetune",
-            FinetuneConfig(**{**cfg.finetune, "max_steps": steps}), progress=progress).steps
+            _changed(cfg.finetune, max_steps=steps), progress=progress).steps
         record("short-finetune", out / "short-finetune", steps, time.perf_counter() - t0)
     result = {"config": cfg.model_dump(), "rows": rows,
               "seconds": time.perf_counter() - started}
@@ -128,6 +131,11 @@ def ablate(data: str | Path, out: str | Path, cfg: AblationConfig | None = None,
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out / "ablation.json")
     return result
+
+
+def _changed(cfg: FinetuneConfig, **fields: Any) -> FinetuneConfig:
+    """``cfg`` with ``fields`` set, validated again."""
+    return FinetuneConfig(**{**cfg.model_dump(), **fields})
 
 
 def _finished(run: Path) -> bool:

@@ -37,7 +37,8 @@ from argusrec.readers.table import FRAME, as_lazy_frame, is_frame, read_frame
 from argusrec.runtime import HistoryEncoder
 from argusrec.snapshot import Snapshot, latest_label
 from argusrec.fit import TrainSummary
-from argusrec.train import TrainConfig, apply_overrides, pretrain, sasrec_overrides
+from argusrec.configs import apply_overrides
+from argusrec.train import TrainConfig, pretrain, sasrec_overrides
 from argusrec.vocab import Vocabulary
 
 __all__ = ["Encoded", "PrepareConfig", "Recommender", "SplitConfig", "evaluate", "export",

@@ -35,7 +35,8 @@ from argusrec.evaluate import evaluate
 from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.sequences import PreparedData
 from argusrec.simulate import SimulatorConfig, simulate
-from argusrec.train import TrainConfig, apply_overrides, pretrain, sasrec_overrides
+from argusrec.configs import apply_overrides
+from argusrec.train import TrainConfig, pretrain, sasrec_overrides
 
 log = logging.getLogger(__name__)
 

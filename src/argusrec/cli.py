@@ -13,13 +13,15 @@ import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 import yaml
 from pydantic import ValidationError
 
 from argusrec import __version__, configs
+from argusrec.cli_fields import (FieldFlagsCommand, UsageError, config_template, field_values,
+                                 merge_flags, shortcuts_epilog)
 from argusrec.errors import DataError
 
 app = typer.Typer(
@@ -89,7 +91,7 @@ def _friendly(fn):
                      f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()]
             typer.secho("error: invalid options\n" + "\n".join(lines), fg="red", err=True)
             raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, UsageError, KeyboardInterrupt):
             raise
         except Exception as e:
             if _DEBUG:
@@ -109,10 +111,6 @@ def _choice(name: str, *values: str) -> type[Enum]:
     usage error. The values mirror the library's Literal fields (a test ties them); they are
     written out here so that `argus --help` need not import torch."""
     return Enum(name, {v: v for v in values}, type=str)
-
-
-def _value(choice: Enum | None) -> str | None:
-    return None if choice is None else choice.value
 
 
 _Preset = _choice("Preset", "debug", "3m", "32m", "126m", "1b")
@@ -146,6 +144,24 @@ def _int_list(minimum: int):
     return parse
 
 
+def _command(shortcuts: dict[str, str] | None = None):
+    """A verb whose config fields are all flags (argusrec.cli_fields); ``shortcuts`` maps
+    each named flag's parameter to the field it sets, shown in --help."""
+    flags = {f"--{name.replace('_', '-')}": field for name, field in (shortcuts or {}).items()}
+    return app.command(cls=FieldFlagsCommand,
+                       epilog=shortcuts_epilog(flags) if flags else shortcuts_epilog({}))
+
+
+def _flags(ctx: typer.Context, config: type, shortcuts: dict[str, str],
+           **values: Any) -> dict[str, Any]:
+    """The fields set on the command line, by dotted path: the named flags given (``values``
+    by parameter; None and False mean not given) and the field flags (`--optim.lr 3e-4`)."""
+    named = {shortcuts[name]: value.value if isinstance(value, Enum) else value
+             for name, value in values.items() if value is not None and value is not False}
+    flag_names = {f"--{name.replace('_', '-')}": field for name, field in shortcuts.items()}
+    return merge_flags(ctx, named, field_values(ctx, config, flag_names))
+
+
 # Appended to every --config help: the option also takes a shipped config's name.
 _SHIPPED = f" A path, or a shipped config's name: {', '.join(configs.names())}."
 
@@ -173,9 +189,13 @@ def _load_yaml(path: Optional[Path]) -> dict:
     return data
 
 
-@app.command()
+SIMULATE_FLAGS = {"users": "users", "items": "items", "days": "days", "seed": "seed"}
+
+
+@_command(SIMULATE_FLAGS)
 @_friendly
 def simulate(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Argument(help="Directory to write (must not exist).")],
     users: Annotated[Optional[int], typer.Option(
         min=1, help="Number of users (10000 is Yambda-50M scale: tens of millions of events).")]
@@ -199,11 +219,10 @@ def simulate(
     """
     from argusrec.simulate import SimulatorConfig, simulate as run
 
-    fields = _load_yaml(config)
-    fields.update({k: v for k, v in dict(users=users, items=items, days=days).items()
-                   if v is not None})
-    fields["seed"] = seed
-    summary = run(SimulatorConfig(**fields), out, overwrite=overwrite, progress=not quiet)
+    flags = _flags(ctx, SimulatorConfig, SIMULATE_FLAGS, users=users, items=items, days=days,
+                   seed=seed)
+    cfg = SimulatorConfig(**configs.apply_overrides(_load_yaml(config), flags))
+    summary = run(cfg, out, overwrite=overwrite, progress=not quiet)
     typer.echo(_simulation_report(summary))
 
 
@@ -214,9 +233,21 @@ def _simulation_report(summary) -> str:
             f"{summary.out_dir}")
 
 
-@app.command()
+# The named flags of `argus prepare` and the PrepareConfig field each sets.
+PREPARE_FLAGS = {
+    "format": "format", "ignore_extra": "ignore_extra", "split": "split.kind",
+    "cutoff": "split.cutoff", "test_fraction": "split.test_fraction", "gap": "split.gap",
+    "test_duration": "split.test_duration", "val_duration": "split.val_duration",
+    "on_duplicate": "on_duplicate", "min_played_ratio": "min_played_ratio",
+    "min_rating": "min_rating", "merge_reactions": "merge_reactions",
+    "shard_events": "shard_events", "event_type": "extra_event_types",
+    "timestamp_unit": "timestamp_unit"}
+
+
+@_command(PREPARE_FLAGS)
 @_friendly
 def prepare(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="Event log: a file or a directory (Yambda).")],
     out: Annotated[Path, typer.Argument(help="Dataset directory to write (must not exist).")],
     format: Annotated[Optional[_Format], typer.Option(
@@ -285,22 +316,18 @@ def prepare(
     from argusrec.prepare import PrepareConfig, prepare as run
     from argusrec.sequences import PreparedData
 
+    flags = _flags(ctx, PrepareConfig, PREPARE_FLAGS, format=format, ignore_extra=ignore_extra,
+                   split=split, cutoff=cutoff, test_fraction=test_fraction, gap=gap,
+                   test_duration=test_duration, val_duration=val_duration,
+                   on_duplicate=on_duplicate, min_played_ratio=min_played_ratio,
+                   min_rating=min_rating, merge_reactions=merge_reactions,
+                   shard_events=shard_events, event_type=event_type or None,
+                   timestamp_unit=timestamp_unit)
+    if column:
+        flags["columns"] = _parse_columns(column)
     prepared_base = PreparedData(base) if base is not None else None
     fields = dict(prepared_base.info.config) if prepared_base is not None else {}
-    fields.update(_load_yaml(config))
-    split_fields = dict(fields.pop("split", None) or {})
-    given_split = dict(kind=_value(split), cutoff=cutoff, test_fraction=test_fraction, gap=gap,
-                       test_duration=test_duration, val_duration=val_duration)
-    split_fields.update({k: v for k, v in given_split.items() if v is not None})
-    given = dict(format=_value(format), ignore_extra=ignore_extra or None,
-                 on_duplicate=_value(on_duplicate),
-                 min_played_ratio=min_played_ratio, min_rating=min_rating,
-                 shard_events=shard_events, merge_reactions=merge_reactions or None,
-                 extra_event_types=event_type or None, timestamp_unit=_value(timestamp_unit))
-    fields.update({k: v for k, v in given.items() if v is not None})
-    if column:
-        fields["columns"] = _parse_columns(column)
-    cfg = PrepareConfig(**fields, split=split_fields)
+    cfg = PrepareConfig(**configs.apply_overrides({**fields, **_load_yaml(config)}, flags))
     summary = run(source, out, cfg, base=prepared_base, append=append, overwrite=overwrite,
                   progress=not quiet)
     typer.echo(_prepare_report(summary))
@@ -365,9 +392,20 @@ def info(
                    f"{len(info.source.appended)} source(s)")
 
 
-@app.command()
+# The named flags of `argus pretrain` and the TrainConfig field each sets.
+PRETRAIN_FLAGS = {
+    "preset": "preset", "loss": "objective.next_item_loss", "negatives": "objective.num_uniform",
+    "max_len": "model.max_len", "encoder": "model.encoder", "batch_size": "batch_size",
+    "max_steps": "max_steps", "epochs": "epochs", "lr": "optim.lr", "device": "device",
+    "threads": "threads", "workers": "num_workers", "seed": "seed", "eval_every": "eval_every",
+    "patience": "patience", "parallel": "parallel",
+    "activation_checkpointing": "activation_checkpointing", "compile": "compile"}
+
+
+@_command(PRETRAIN_FLAGS)
 @_friendly
 def pretrain(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="A prepared dataset (`argus prepare`).")],
     out: Annotated[Path, typer.Argument(help="Run directory: checkpoints, TensorBoard logs.")],
     preset: Annotated[Optional[_Preset], typer.Option(
@@ -438,20 +476,14 @@ def pretrain(
     """
     from argusrec.checkpoint import Checkpoint
     from argusrec.sequences import PreparedData
-    from argusrec.train import (TrainConfig, apply_overrides, build_model, pretrain as run,
-                                sasrec_overrides)
+    from argusrec.train import TrainConfig, build_model, pretrain as run, sasrec_overrides
 
-    flags = {dotted: value for dotted, value in {
-        "preset": _value(preset), "objective.next_item_loss": _value(loss),
-        "objective.num_uniform": negatives, "model.max_len": max_len,
-        "model.encoder": _value(encoder), "batch_size": batch_size, "max_steps": max_steps,
-        "epochs": epochs, "optim.lr": lr, "device": device, "threads": threads,
-        "num_workers": workers, "seed": seed, "eval_every": eval_every, "patience": patience,
-        "parallel": _value(parallel)}.items() if value is not None}
-    if activation_checkpointing:
-        flags["activation_checkpointing"] = True
-    if compile:
-        flags["compile"] = True
+    flags = _flags(ctx, TrainConfig, PRETRAIN_FLAGS, preset=preset, loss=loss,
+                   negatives=negatives, max_len=max_len, encoder=encoder,
+                   batch_size=batch_size, max_steps=max_steps, epochs=epochs, lr=lr,
+                   device=device, threads=threads, workers=workers, seed=seed,
+                   eval_every=eval_every, patience=patience, parallel=parallel,
+                   activation_checkpointing=activation_checkpointing, compile=compile)
     if sasrec:
         flags.update(sasrec_overrides())
     if resume and init_from is not None:
@@ -459,10 +491,9 @@ def pretrain(
                         fix="--resume continues OUT; --init-from starts a new run from another")
     start = (Checkpoint.newest_intact(out).config["train"] if resume else
              Checkpoint.open(init_from).config["train"] if init_from is not None else {})
-    cfg = TrainConfig(**apply_overrides({**start, **_load_yaml(config)}, flags))
+    cfg = TrainConfig(**configs.apply_overrides({**start, **_load_yaml(config)}, flags))
     if dry_run:
-        model = build_model(cfg, PreparedData(data))
-        counts = model.parameter_counts()
+        counts = build_model(cfg, PreparedData(data)).parameter_counts()
         typer.echo(f"preset {cfg.preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         return
     summary = run(data, out, cfg, resume=resume, init_from=init_from, progress=not quiet)
@@ -512,9 +543,19 @@ def evaluate(
                                 f"{'excluded' if exclude_seen else 'kept'})"))
 
 
-@app.command()
+# The named flags of `argus finetune` and the FinetuneConfig field each sets.
+FINETUNE_FLAGS = {
+    "lag": "lag", "max_len": "max_len", "min_history": "min_history",
+    "max_impressions": "max_impressions", "batch_size": "batch_size", "epochs": "epochs",
+    "max_steps": "max_steps", "lr": "optim.lr", "from_scratch": "from_scratch",
+    "device": "device", "threads": "threads", "seed": "seed", "eval_every": "eval_every",
+    "patience": "patience", "parallel": "parallel"}
+
+
+@_command(FINETUNE_FLAGS)
 @_friendly
 def finetune(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="A prepared dataset (`argus prepare`).")],
     pretrained: Annotated[Path, typer.Argument(
         help="A run or checkpoint of `argus pretrain`, or of `argus finetune` to warm-start "
@@ -577,21 +618,16 @@ def finetune(
     """
     from argusrec.checkpoint import Checkpoint
     from argusrec.finetune import FinetuneConfig, evaluate_pairs, finetune as run
-    from argusrec.train import apply_overrides
-
-    flags = {dotted: value for dotted, value in {
-        "lag": lag, "max_len": max_len, "min_history": min_history,
-        "max_impressions": max_impressions, "batch_size": batch_size, "epochs": epochs,
-        "max_steps": max_steps, "optim.lr": lr, "device": device, "threads": threads,
-        "seed": seed, "eval_every": eval_every, "patience": patience,
-        "parallel": _value(parallel)}.items() if value is not None}
+    flags = _flags(ctx, FinetuneConfig, FINETUNE_FLAGS, lag=lag, max_len=max_len,
+                   min_history=min_history, max_impressions=max_impressions,
+                   batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr,
+                   from_scratch=from_scratch, device=device, threads=threads, seed=seed,
+                   eval_every=eval_every, patience=patience, parallel=parallel)
     if pair_window is not None:
         flags.update({"pairs.pair_within": "window", "pairs.pair_window": pair_window})
-    if from_scratch:
-        flags["from_scratch"] = True
     source = Checkpoint.newest_intact(out) if resume else Checkpoint.open(pretrained)
     start = source.finetune or {}
-    cfg = FinetuneConfig(**apply_overrides({**start, **_load_yaml(config)}, flags))
+    cfg = FinetuneConfig(**configs.apply_overrides({**start, **_load_yaml(config)}, flags))
     summary = run(data, pretrained, out, cfg, resume=resume, progress=not quiet)
     typer.echo(f"fine-tuned {summary.steps} steps over {summary.examples:,} windows with "
                f"{summary.impressions:,} impressions ({summary.pairs_seen:,} pairs seen), "
@@ -649,9 +685,14 @@ def pairs(
     typer.echo(_pairs_report(results, f"{checkpoint} on {split.value}"))
 
 
-@app.command()
+RANK_FLAGS = {"loss": "loss", "iterations": "iterations", "vectors": "vectors",
+              "threads": "threads"}
+
+
+@_command(RANK_FLAGS)
 @_friendly
 def rank(
+    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="A fine-tuned run (`argus finetune`).")],
     config: Annotated[Optional[Path], typer.Option(
         help="YAML with RankConfig fields (loss, iterations, depth, ...); flags win."
@@ -675,20 +716,17 @@ def rank(
     with and without the ARGUS score, and report PairAccuracy on the test period and the
     relative uplift. Needs a dataset prepared with --val-duration."""
     from argusrec.rank import RankConfig, rank as run, rank_report
-    from argusrec.train import apply_overrides
-
-    flags = {k: v for k, v in {"loss": _value(loss), "iterations": iterations,
-                               "threads": threads}.items() if v is not None}
-    if vectors:
-        flags["vectors"] = True
-    cfg = RankConfig(**apply_overrides(_load_yaml(config), flags))
+    flags = _flags(ctx, RankConfig, RANK_FLAGS, loss=loss, iterations=iterations,
+                   vectors=vectors, threads=threads)
+    cfg = RankConfig(**configs.apply_overrides(_load_yaml(config), flags))
     summary = run(checkpoint, cfg=cfg, oracle=oracle, out_json=json_out, progress=not quiet)
     typer.echo(rank_report(summary))
 
 
-@app.command()
+@_command({"history": "history_lengths"})
 @_friendly
 def ablate(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="A prepared dataset with validation and test "
                                          "periods (`argus prepare --val-duration ...`).")],
     out: Annotated[Path, typer.Argument(help="Directory for every variant's runs.")],
@@ -707,10 +745,9 @@ def ablate(
     final ranker's PairAccuracy uplift. Writes OUT/ablation.json."""
     from argusrec.ablation import AblationConfig, ablate as run, ablation_report
 
-    fields = _load_yaml(config)
-    if history is not None:
-        fields["history_lengths"] = history  # the callback parsed it
-    result = run(data, out, AblationConfig(**fields), oracle=oracle, progress=not quiet)
+    flags = _flags(ctx, AblationConfig, {"history": "history_lengths"}, history=history)
+    cfg = AblationConfig(**configs.apply_overrides(_load_yaml(config), flags))
+    result = run(data, out, cfg, oracle=oracle, progress=not quiet)
     typer.echo(ablation_report(result))
 
 
@@ -767,9 +804,10 @@ def bench(
     typer.echo(markdown(result))
 
 
-@app.command()
+@_command({"tokens": "tokens"})
 @_friendly
 def scaling(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="A prepared dataset with a test period.")],
     out: Annotated[Path, typer.Argument(help="Directory for the runs, scaling.json and "
                                         "scaling.png.")],
@@ -787,11 +825,9 @@ def scaling(
     the log-linear trend the ARGUS paper reports."""
     from argusrec.scaling import ScalingConfig, run_scaling
 
-    fields = _load_yaml(config)
-    if tokens is not None:
-        fields["tokens"] = tokens
-    result = run_scaling(data, out, ScalingConfig(**fields), threads=threads,
-                         progress=not quiet)
+    flags = _flags(ctx, ScalingConfig, {"tokens": "tokens"}, tokens=tokens)
+    cfg = ScalingConfig(**configs.apply_overrides(_load_yaml(config), flags))
+    result = run_scaling(data, out, cfg, threads=threads, progress=not quiet)
     for row in result["rows"]:
         typer.echo(f"{row['size']:<10} {row['encoder_parameters']:>12,} parameters  next-item "
                    f"entropy {row['entropy_next_item']:.4f}  feedback entropy "
@@ -799,6 +835,44 @@ def scaling(
     for key, fit in result["fit"].items():
         typer.echo(f"fit {key}: {fit['a']:.4f} {fit['b']:+.4f} log10(N), R^2 {fit['r2']:.3f}")
     typer.echo(f"-> {out / 'scaling.png'}")
+
+
+_Verb = _choice("Verb", "simulate", "prepare", "pretrain", "finetune", "rank", "ablate",
+                "scaling")
+
+
+@app.command("config")
+@_friendly
+def show_config(
+    verb: Annotated[_Verb, typer.Argument(help="The verb whose config to print.")],
+    preset: Annotated[Optional[_Preset], typer.Option(
+        help="pretrain: the model size whose values the model's null fields take.")] = None,
+) -> None:
+    """Print a verb's config as YAML: every field with its default and what it does.
+
+    Save it, change what you need and pass it back with --config; any field is also a flag by
+    its dotted path (`argus pretrain DATA OUT --optim.lr 3e-4 --model.n_layers 4`).
+    """
+    from argusrec.ablation import AblationConfig
+    from argusrec.finetune import FinetuneConfig
+    from argusrec.model import PRESETS
+    from argusrec.prepare import PrepareConfig
+    from argusrec.rank import RankConfig
+    from argusrec.scaling import ScalingConfig
+    from argusrec.simulate import SimulatorConfig
+    from argusrec.train import TrainConfig
+
+    kind = {"simulate": SimulatorConfig, "prepare": PrepareConfig, "pretrain": TrainConfig,
+            "finetune": FinetuneConfig, "rank": RankConfig, "ablate": AblationConfig,
+            "scaling": ScalingConfig}[verb.value]
+    config = TrainConfig(preset=preset.value) if preset is not None else kind()
+    notes: tuple[str, ...] = ()
+    if verb.value == "pretrain":
+        sized = ", ".join(f"{k} {v}" for k, v in PRESETS[config.preset].items())
+        notes = (f"model: a null field takes the preset's value (preset {config.preset}: "
+                 f"{sized}; every other field its ModelConfig default).",)
+    typer.echo(config_template(config, f"argus {verb.value} --config FILE: "
+                                       f"{kind.__name__}", notes), nl=False)
 
 
 def _write_json(path: Path, payload: dict) -> None:

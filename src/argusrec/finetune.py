@@ -28,7 +28,7 @@ from argusrec.impressions import (DAY, ImpressionBatch, ImpressionDataset, PairC
                                   collate_impressions)
 from argusrec.losses import pairwise_loss
 from argusrec.metrics import pair_accuracy
-from argusrec.model import ArgusModel
+from argusrec.model import ArgusModel, ModelOverrides
 from argusrec.optim import OptimConfig
 from argusrec.parallel import init_world, rank_device
 from argusrec.scoring import (impression_pairs, oracle_scores, pair_accuracy_on, score_batch,
@@ -153,27 +153,8 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
         torch.set_num_threads(cfg.threads)
     world = init_world(cfg.device)
     device = rank_device(world, resolve_device(cfg.device))
-    if pretrained is not None:
-        model, config, _ = load_model(pretrained, data)
-        train_cfg = TrainConfig(**config["train"])
-    elif model_fields is not None:
-        train_cfg = TrainConfig(**model_fields)
-        model = build_model(train_cfg, data)
-    else:
-        raise DataError("no pretrained model given", fix="pass a run of `argus pretrain`")
-    if cfg.from_scratch and ckpt is None:
-        train_cfg = train_cfg.model_copy(update={"seed": cfg.seed})
-        model = build_model(train_cfg, data)
-    if cfg.max_len is not None and cfg.max_len > model.cfg.max_len:
-        raise DataError(f"max_len {cfg.max_len} is longer than the model's window "
-                        f"({model.cfg.max_len} events)", fix=f"pass --max-len "
-                        f"{model.cfg.max_len} or less, or pretrain with a longer window")
-    # The ranker trains neither the feedback head nor the start state (no impression is
-    # scored from before a window's first event): frozen, they are no unused parameters to
-    # DDP, and AdamW skips them as it did when their gradients were None.
-    for p in [*(model.feedback_head.parameters() if model.feedback_head is not None else []),
-              model.start]:
-        p.requires_grad_(False)
+    model, train_cfg = _starting_model(pretrained, model_fields, data, cfg,
+                                       fresh=cfg.from_scratch and ckpt is None)
     model = model.to(device)
     dataset = cfg.dataset(data, "train", model.cfg.max_len)
     if len(dataset) == 0:
@@ -187,20 +168,12 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
         return StepResult(loss, int(batch.events.mask.sum()),
                           {"pairs": float(batch.better.numel())})
 
-    validation = None
-    if cfg.eval_every:
-        val = cfg.dataset(data, "val", model.cfg.max_len)
-        if val.num_impressions == 0:
-            raise DataError("--eval-every needs validation impressions, and this dataset has "
-                            "none", path=data.path, fix="prepare with --val-duration, or "
-                            "leave --eval-every out")
-        validation = lambda m: pair_accuracy_on(m, val)[cfg.eval_metric]  # noqa: E731
     # the checkpoint's TrainConfig describes the architecture; fine-tuning settings ride along
-    saved_cfg = train_cfg.model_copy(update={"model": model.cfg.model_dump()})
+    saved_cfg = train_cfg.model_copy(update={"model": ModelOverrides(**model.cfg.model_dump())})
     task = Task(name="finetune", log_prefix="finetune", dataset=dataset,
                 collate=functools.partial(collate_impressions, pairs=cfg.pairs),
                 lengths=dataset.lengths, step=step,
-                validate=validation,
+                validate=_validation(cfg, data, model.cfg.max_len),
                 configs={"train": saved_cfg.model_dump(), "model": model.cfg.model_dump(),
                          "finetune": cfg.model_dump()},
                 reseed=cfg.seed)
@@ -212,12 +185,60 @@ def finetune(data_path: str | Path, pretrained: str | Path | None, out: str | Pa
                               pairs_seen=int(run.metric_sums.get("pairs", 0)),
                               skipped=dict(dataset.skipped))
     if world.main:
-        (out / "finetune.json").write_text(json.dumps({
-            "config": cfg.model_dump(), "steps": summary.steps, "seconds": summary.seconds,
-            "examples": summary.examples, "impressions": summary.impressions,
-            "pairs_seen": summary.pairs_seen, "final_loss": summary.final_loss,
-            "skipped": summary.skipped}, indent=2) + "\n")
+        _write_summary(out / "finetune.json", cfg, summary)
     return summary
+
+
+def _starting_model(pretrained: str | Path | None, model_fields: dict | None,
+                    data: PreparedData, cfg: FinetuneConfig, *,
+                    fresh: bool) -> tuple[ArgusModel, TrainConfig]:
+    """The model fine-tuning starts from (the pretrained one, or its architecture with fresh
+    weights), on ``data``'s vocabulary, with the parts the ranker does not train frozen."""
+    if pretrained is not None:
+        model, config, _ = load_model(pretrained, data)
+        train_cfg = TrainConfig(**config["train"])
+    elif model_fields is not None:
+        train_cfg = TrainConfig(**model_fields)
+        model = build_model(train_cfg, data)
+    else:
+        raise DataError("no pretrained model given", fix="pass a run of `argus pretrain`")
+    if fresh:
+        train_cfg = train_cfg.model_copy(update={"seed": cfg.seed})
+        model = build_model(train_cfg, data)
+    if cfg.max_len is not None and cfg.max_len > model.cfg.max_len:
+        raise DataError(f"max_len {cfg.max_len} is longer than the model's window "
+                        f"({model.cfg.max_len} events)", fix=f"pass --max-len "
+                        f"{model.cfg.max_len} or less, or pretrain with a longer window")
+    # The ranker trains neither the feedback head nor the start state (no impression is
+    # scored from before a window's first event): frozen, they are no unused parameters to
+    # DDP, and AdamW skips them as it did when their gradients were None.
+    for p in [*(model.feedback_head.parameters() if model.feedback_head is not None else []),
+              model.start]:
+        p.requires_grad_(False)
+    return model, train_cfg
+
+
+def _validation(cfg: FinetuneConfig, data: PreparedData, max_len: int):
+    """The loop's validation (PairAccuracy on the validation period), or None."""
+    if not cfg.eval_every:
+        return None
+    val = cfg.dataset(data, "val", max_len)
+    if val.num_impressions == 0:
+        raise DataError("--eval-every needs validation impressions, and this dataset has "
+                        "none", path=data.path, fix="prepare with --val-duration, or "
+                        "leave --eval-every out")
+    return lambda m: pair_accuracy_on(m, val)[cfg.eval_metric]
+
+
+def _write_summary(path: Path, cfg: FinetuneConfig, summary: FinetuneSummary) -> None:
+    """finetune.json: the config and what the run did (written whole, then renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({
+        "config": cfg.model_dump(), "steps": summary.steps, "seconds": summary.seconds,
+        "examples": summary.examples, "impressions": summary.impressions,
+        "pairs_seen": summary.pairs_seen, "final_loss": summary.final_loss,
+        "skipped": summary.skipped}, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def evaluate_pairs(run: str | Path, *, split: str = "test", which: str = "latest",

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from torch import Tensor, nn
 
 from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedding,
@@ -105,6 +105,25 @@ class ModelConfig(BaseModel):
                                  f"{self.d_model}")
         return self
 
+
+
+def _overrides_of(config: type[BaseModel]) -> type[BaseModel]:
+    """``config`` with every field optional (None = not given): a typed set of overrides,
+    checked field by field (types, ranges, typos) with the field's own description."""
+    def optional(field):  # the field's type with its constraints (ge, lt ...), or None
+        kind = (Annotated[(field.annotation, *field.metadata)] if field.metadata
+                else field.annotation)
+        return Optional[kind]
+
+    fields = {name: (optional(field), Field(None, description=field.description))
+              for name, field in config.model_fields.items()}
+    return create_model(f"{config.__name__}Overrides", __config__=ConfigDict(extra="forbid"),
+                        __doc__=f"Fields of {config.__name__} set over a preset; None keeps "
+                        "the preset's value.", **fields)
+
+
+# TrainConfig.model: ModelConfig fields set over the preset (`--model.d_model 128`).
+ModelOverrides = _overrides_of(ModelConfig)
 
 @dataclass(frozen=True)
 class DataSpec:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from argusrec.model import ModelConfig
+from argusrec.model import ModelConfig, ModelOverrides
 from argusrec.evaluate import evaluate
-from argusrec.train import TrainConfig, apply_overrides, pretrain
+from argusrec.configs import apply_overrides
+from argusrec.train import TrainConfig, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,32 @@ class ScalingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sizes: list[dict[str, int]] = Field(
-        default_factory=lambda: [dict(d_model=32, n_layers=2), dict(d_model=64, n_layers=2),
-                                 dict(d_model=128, n_layers=3), dict(d_model=256, n_layers=4)],
-        description="model sizes (ModelConfig fields) to compare")
+    sizes: list[ModelOverrides] = Field(
+        default_factory=lambda: [ModelOverrides(d_model=d, n_layers=n)
+                                 for d, n in ((32, 2), (64, 2), (128, 3), (256, 4))],
+        description="model sizes (ModelConfig fields; d_model and n_layers at least) to "
+        "compare")
     tokens: int = Field(2_000_000, ge=1, description="training tokens per size")
     batch_size: int = Field(16, ge=1)
     max_len: int = Field(256, ge=2)
-    train: dict[str, Any] = Field(
-        default_factory=lambda: {"objective": {"next_item_loss": "corrected",
-                                               "num_uniform": 512},
-                                 "optim": {"lr": 1e-3, "warmup_steps": 50}},
-        description="other TrainConfig fields shared by every size")
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(objective={"next_item_loss": "corrected",
+                                                       "num_uniform": 512},
+                                            optim={"lr": 1e-3, "warmup_steps": 50}),
+        description="pretraining shared by every size (its model size, batch and steps "
+        "are set per size)")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sized(cls, sizes: list) -> list:
+        for i, size in enumerate(sizes):
+            if size.d_model is None or size.n_layers is None:
+                raise ValueError(f"sizes[{i}] needs d_model and n_layers")
+        return sizes
+
+    @field_serializer("sizes")
+    def _only_given(self, sizes: list) -> list[dict[str, Any]]:
+        return [size.model_dump(exclude_none=True) for size in sizes]
 
 
 def run_scaling(data: str | Path, out: str | Path, cfg: ScalingConfig | None = None, *,
@@ -80,12 +95,13 @@ def run_scaling(data: str | Path, out: str | Path, cfg: ScalingConfig | None = N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for size in cfg.sizes:
+    for given in cfg.sizes:
+        size = given.model_dump(exclude_none=True)
         width, layers = size["d_model"], size["n_layers"]
         name = f"d{width}-l{layers}"
         heads = max(1, width // 32)
         steps = max(1, cfg.tokens // (cfg.batch_size * cfg.max_len))
-        fields = apply_overrides(cfg.train, {
+        fields = apply_overrides(cfg.train.model_dump(), {
             "preset": "debug", "batch_size": cfg.batch_size, "max_steps": steps,
             "threads": threads, "checkpoint_every": 10**9,
             "model.d_model": width, "model.n_layers": layers, "model.n_heads": heads,

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
-                      field_validator)
+                      field_serializer, field_validator)
 
 from argusrec.checkpoint import Checkpoint
 from argusrec.device import resolve_device
@@ -22,7 +22,8 @@ from argusrec.errors import DataError
 from argusrec.evaluate import evaluate_model
 from argusrec.fit import Loop, StepResult, Task, TrainSummary, fit, resumed_config
 from argusrec.loader import SequenceDataset, collate
-from argusrec.model import PRESETS, ArgusModel, DataSpec, ModelConfig, model_config
+from argusrec.model import (PRESETS, ArgusModel, DataSpec, ModelConfig, ModelOverrides,
+                            model_config)
 from argusrec.objective import ObjectiveConfig, PretrainObjective
 from argusrec.optim import OptimConfig
 from argusrec.parallel import init_world, rank_device
@@ -36,7 +37,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: str = Field("debug", description="model size preset (debug, 3m, 32m, 126m, 1b)")
-    model: dict[str, Any] = Field(default_factory=dict, description="ModelConfig overrides")
+    model: ModelOverrides = Field(default_factory=ModelOverrides,
+                                  description="ModelConfig fields set over the preset's")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     batch_size: int = Field(32, ge=1, description="windows per micro-batch")
@@ -84,37 +86,27 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         return preset
 
-    @field_validator("model")
+    @field_validator("model", mode="after")
     @classmethod
-    def _model_resolves(cls, model: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """Resolve the ModelConfig now, so a bad model field (a typo, n_heads that does not
-        divide d_model) fails when the config is loaded, not when the model is built."""
+    def _model_resolves(cls, model: BaseModel, info: ValidationInfo) -> BaseModel:
+        """Resolve the ModelConfig now, so fields that do not fit together (n_heads that does
+        not divide d_model) fail when the config is loaded, not when the model is built."""
         if "preset" in info.data:  # else the unknown preset is reported on its own
             try:
-                model_config(info.data["preset"], **model)
+                model_config(info.data["preset"], **model.model_dump(exclude_none=True))
             except ValidationError as e:
                 raise ValueError("; ".join(
                     ".".join(str(p) for p in err["loc"]) + (": " if err["loc"] else "")
                     + err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
         return model
 
+    @field_serializer("model")
+    def _only_given(self, model: BaseModel) -> dict[str, Any]:
+        """Saved as the overrides given, so a later --preset still sizes the model."""
+        return model.model_dump(exclude_none=True)
+
     def resolved_model(self) -> ModelConfig:
-        return model_config(self.preset, **self.model)
-
-
-def apply_overrides(fields: dict, overrides: dict[str, Any]) -> dict:
-    """A copy of config ``fields`` with dotted keys set: {"model.max_len": 200} sets
-    fields["model"]["max_len"]. Used for command-line flags over YAML and for presets."""
-    import copy
-
-    out = copy.deepcopy(fields)
-    for dotted, value in overrides.items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return out
+        return model_config(self.preset, **self.model.model_dump(exclude_none=True))
 
 
 def sasrec_overrides() -> dict[str, Any]:
