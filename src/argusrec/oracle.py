@@ -8,7 +8,9 @@ owns that world and affinity, so the simulator and :class:`Oracle` share one def
 affinity an evaluation reads back is the one that produced the log (up to float32 rounding).
 The truth is stored in ``<out_dir>/truth/``: ``config.json`` (format version, the resolved
 SimulatorConfig under "config", the calibrated FeedbackModel under "feedback"), ``users.npz``
-and ``items.npz`` (the arrays of :class:`World`).
+and ``items.npz`` (the arrays of :class:`World`), and ``listens.parquet`` (one row per listen of
+the log, :data:`LISTENS_SCHEMA`: the true probability of the item it played and the feedback
+expectations it was drawn with; truth written before it existed lacks it and still loads).
 
 Affinity of user u for item i at time t (all vectors unit length)::
 
@@ -25,10 +27,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from argusrec.errors import DataError
 
@@ -36,7 +41,45 @@ if TYPE_CHECKING:  # simulate imports this module; the config is only needed for
     from argusrec.simulate import SimulatorConfig
 
 TRUTH_DIR = "truth"
-TRUTH_FORMAT_VERSION = 1
+TRUTH_FORMAT_VERSION = 1  # listens.parquet came later as an optional file: old truth still loads
+LISTENS_FILE = "listens.parquet"
+
+# truth/listens.parquet: one row per listen, in the log's order; uid, timestamp, item_id and
+# is_organic are those of the listen's row in multi_event.parquet. Float columns are float32.
+LISTENS_SCHEMA = pa.schema([
+    ("uid", pa.uint32()),
+    ("timestamp", pa.uint32()),
+    ("item_id", pa.uint32()),
+    ("is_organic", pa.uint8()),
+    # log p(item | user, session phase, traffic type): the mixture the item was drawn from
+    ("logp_true", pa.float32()),
+    # log p(item) under the logging policy's serving distribution (its pool softmax mixed with
+    # exploration); on recommendation listens this is logp_true
+    ("logp_policy", pa.float32()),
+    ("p_like", pa.float32()),  # FeedbackModel.like_probability(affinity at timestamp)
+    ("p_dislike", pa.float32()),  # FeedbackModel.dislike_probability(same)
+    ("expected_played_ratio_pct", pa.float32()),  # E[played_ratio_pct | affinity]
+    # whether this listen can still be the track's first like (dislike): a user likes a track
+    # once, so a like *event* is impossible after the first (reaction_event_probabilities)
+    ("like_open", pa.bool_()),
+    ("dislike_open", pa.bool_()),
+])
+
+
+def reaction_event_probabilities(
+    p_like: np.ndarray, p_dislike: np.ndarray, like_open: np.ndarray, dislike_open: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chance that a listen produces a like event and a dislike event, from the columns of
+    ``listens.parquet``: the truth behind a like / dislike label merged onto a listen.
+
+    A like event needs the like draw and a track not liked before. The like and dislike draws
+    share one uniform u (like: u < p_like; dislike: u > 1 - p_dislike and no like), so a dislike
+    event has probability min(p_dislike, 1 - p_like) on a track not disliked before.
+    """
+    p_like = np.asarray(p_like, dtype=np.float64)
+    p_dislike = np.asarray(p_dislike, dtype=np.float64)
+    return (np.where(like_open, p_like, 0.0),
+            np.where(dislike_open, np.minimum(p_dislike, 1.0 - p_like), 0.0))
 
 # Yambda-50M's events per user at these quantiles (YambdaStats_50m.csv gives 0/25/50/75/100 %;
 # the 90 % and 98 % knots are fitted so that log-linear interpolation matches its mean 4,779 and
@@ -175,6 +218,16 @@ class World:
     home_offsets: np.ndarray  # (U + 1,) user u's home artists: home_artists[off[u]:off[u + 1]]
     home_artists: np.ndarray  # (sum of home artists,)
     drift_artists: np.ndarray  # (U, cfg.drift_artists)
+
+    @cached_property
+    def chart_probability(self) -> np.ndarray:
+        """(I,) the probability of each item under :meth:`chart_sample`."""
+        return np.diff(self.item_cdf, prepend=0.0) / self.item_cdf[-1]
+
+    @cached_property
+    def explore_probability(self) -> np.ndarray:
+        """(I,) the probability of each item under :meth:`explore_sample`."""
+        return np.diff(self.explore_cdf, prepend=0.0) / self.explore_cdf[-1]
 
     def chart_sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` item ids drawn by popularity: what the charts and search surface."""
@@ -413,6 +466,7 @@ class Oracle:
 
     Arrays are indexed by the log's ``uid`` and ``item_id`` (dense, 0-based). Vectorised methods
     take equal-length arrays of uid, item_id and timestamp (seconds from the log's start).
+    ``listens_path`` is the truth's ``listens.parquet``, read by :meth:`listens`.
     """
 
     def __init__(
@@ -421,11 +475,13 @@ class Oracle:
         feedback: FeedbackModel,
         users: dict[str, np.ndarray],
         items: dict[str, np.ndarray],
+        listens_path: Path | None = None,
     ) -> None:
         self.config = config
         self.feedback = feedback
         self.users = users
         self.items = items
+        self.listens_path = listens_path
         self.n_users = int(users["base"].shape[0])
         self.n_items = int(items["vector"].shape[0])
 
@@ -452,7 +508,25 @@ class Oracle:
             users = {k: f[k] for k in f.files}
         with np.load(truth / "items.npz") as f:
             items = {k: f[k] for k in f.files}
-        return cls(meta["config"], FeedbackModel(**meta["feedback"]), users, items)
+        return cls(meta["config"], FeedbackModel(**meta["feedback"]), users, items,
+                   listens_path=truth / LISTENS_FILE)
+
+    def listens(self, columns: list[str] | None = None) -> pa.Table:
+        """Every listen of the log with its next-item and feedback truth (:data:`LISTENS_SCHEMA`).
+
+        Raises:
+            DataError: the truth predates ``listens.parquet`` (or was not loaded from disk).
+        """
+        path = self.listens_path
+        if path is None or not path.is_file():
+            raise DataError(
+                "this ground truth has no next-item truth (truth/listens.parquet is missing: "
+                "it was written by an older argusrec)",
+                path=path.parent if path is not None else None,
+                fix="re-run `argus simulate` with this version of argusrec (same options and "
+                    "seed give the same log, now with truth/listens.parquet)",
+            )
+        return pq.read_table(path, columns=columns)
 
     def _check(
         self, uid: np.ndarray, item_id: np.ndarray, timestamp: np.ndarray

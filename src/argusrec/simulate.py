@@ -11,6 +11,9 @@ affinity at the event's time (:mod:`argusrec.oracle`), so an evaluation can scor
 the truth. Per-user activity follows Yambda-50M's quantiles (mean 4,779 events, median 2,654) and
 the files carry Yambda's exact names, columns and dtypes. Users are simulated one at a time from
 their own random streams, so the output is byte-identical for a seed and memory stays bounded.
+Beside each draw the simulator keeps the distribution it drew from, so ``truth/listens.parquet``
+holds the true probability of every listen's item (the next-item ceiling) and its feedback
+expectations, computed without a single extra random draw.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +35,9 @@ from tqdm import tqdm
 
 from argusrec.errors import DataError
 from argusrec.oracle import (
+    LISTENS_FILE,
+    LISTENS_SCHEMA,
+    TRUTH_DIR,
     FeedbackModel,
     World,
     build_world,
@@ -208,6 +215,9 @@ class _Choice:
     session_start: np.ndarray  # (S,) planned start times, seconds, sorted
     base_dot: np.ndarray  # (n,) <base taste, item vector>
     drift_dot: np.ndarray  # (n,) <drift vector, item vector>
+    pool: np.ndarray  # (m,) sorted candidate pool of the pool picks
+    probs: np.ndarray  # (P + 1, m) pool-pick distributions: one per phase (organic), the policy
+    row: np.ndarray  # (n,) the row of ``probs`` each listen's pool pick was drawn from
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -262,7 +272,8 @@ def _choose(world: World, uid: int) -> _Choice:
     probs = np.vstack([organic_p, policy_p[None]])  # (P + 1, m)
 
     organic = organic_session[session]
-    pick = _sample_rows(probs, np.where(organic, phase[session], cfg.phases), rng)
+    row = np.where(organic, phase[session], cfg.phases)
+    pick = _sample_rows(probs, row, rng)
     item, bdot, ddot = pool[pick], base_dot[pick], drift_dot[pick]
     # Off-pool plays: organic search finds chart hits, policy exploration reaches deep cuts.
     u = rng.random(n)
@@ -272,7 +283,30 @@ def _choose(world: World, uid: int) -> _Choice:
         item[mask] = hits
         bdot[mask] = world.item_vec[hits] @ world.base[uid]
         ddot[mask] = world.item_vec[hits] @ world.drift[uid]
-    return _Choice(item, session, organic, session_start, bdot, ddot)
+    return _Choice(item, session, organic, session_start, bdot, ddot, pool, probs, row)
+
+
+def _next_item_logp(world: World, ch: _Choice) -> tuple[np.ndarray, np.ndarray]:
+    """(logp_true, logp_policy), (n,) each: the log-probability of each listen's item under the
+    mixture :func:`_choose` drew it from, and under the logging policy's serving distribution.
+
+    Organic: search_share * chart(i) + (1 - search_share) * organic_p[phase](i); recommended:
+    explore_share * explore(i) + (1 - explore_share) * policy_p(i). The pool terms are 0 off the
+    pool, and a pool item can also come from the charts or exploration: both branches add.
+    """
+    cfg = world.cfg
+    pos = np.minimum(np.searchsorted(ch.pool, ch.item), ch.pool.size - 1)
+    in_pool = ch.pool[pos] == ch.item
+    probs = ch.probs / ch.probs.sum(axis=1, keepdims=True)  # as _sample_rows normalises them
+    pick = np.where(in_pool, probs[ch.row, pos], 0.0)
+    served = np.where(in_pool, probs[-1, pos], 0.0)
+    explore = cfg.explore_share * world.explore_probability[ch.item]
+    search = cfg.search_share * world.chart_probability[ch.item]
+    p_true = np.where(ch.organic, search + (1.0 - cfg.search_share) * pick,
+                      explore + (1.0 - cfg.explore_share) * pick)
+    p_policy = explore + (1.0 - cfg.explore_share) * served
+    with np.errstate(divide="ignore"):  # p = 0 only where a branch is switched off: -inf
+        return np.log(p_true), np.log(p_policy)
 
 
 def _affinity(
@@ -291,8 +325,19 @@ def _first_per_item(item: np.ndarray, hit: np.ndarray) -> np.ndarray:
     return np.sort(idx[first])
 
 
-def _feedback(world: World, fb: FeedbackModel, uid: int, ch: _Choice) -> dict[str, np.ndarray]:
-    """Timestamps and feedback events of one user; columns of multi_event, time-ordered."""
+def _open_until_first(item: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """(n,) bool: listen k comes no later than the first hit ``first`` of its item (or none)."""
+    keys, inverse = np.unique(item, return_inverse=True)
+    bound = np.full(keys.size, item.size)
+    bound[inverse[first]] = first
+    return np.arange(item.size) <= bound[inverse]
+
+
+def _feedback(world: World, fb: FeedbackModel, uid: int,
+              ch: _Choice) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Timestamps and feedback events of one user: (columns of multi_event, time-ordered;
+    per listen (n,): its timestamp, the true affinity there, and whether it could still be the
+    item's first like / dislike)."""
     cfg, rng = world.cfg, np.random.default_rng([world.cfg.seed, uid, _FEEDBACK])
     n, span = ch.item.size, world.span_seconds
     u_full, z, u_like, u_when = rng.random(n), rng.standard_normal(n), rng.random(n), rng.random(n)
@@ -359,13 +404,36 @@ def _feedback(world: World, fb: FeedbackModel, uid: int, ch: _Choice) -> dict[st
     order = np.argsort(seq, kind="stable")
     src = np.concatenate([p[2] for p in parts])[order]
     etype = np.concatenate([np.full(p[2].size, p[3], np.uint8) for p in parts])[order]
-    return {
+    events = {
         "timestamp": np.concatenate([p[0] for p in parts])[order].astype(np.uint32),
         "item_id": ch.item[src].astype(np.uint32),
         "is_organic": np.concatenate([p[4] for p in parts])[order].astype(np.uint8),
         "played_ratio_pct": ratio[src].astype(np.uint16),
         "track_length_seconds": world.track_length[ch.item[src]],
         "event_type": etype,
+    }
+    heard = {"timestamp": ts, "affinity": aff, "like_open": _open_until_first(ch.item, likes),
+             "dislike_open": _open_until_first(ch.item, dislikes)}
+    return events, heard
+
+
+def _listen_truth(world: World, fb: FeedbackModel, uid: int, ch: _Choice,
+                  heard: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One user's rows of ``truth/listens.parquet`` (oracle.LISTENS_SCHEMA), in listen order."""
+    logp_true, logp_policy = _next_item_logp(world, ch)
+    aff = heard["affinity"]
+    return {
+        "uid": np.full(ch.item.size, uid, dtype=np.uint32),
+        "timestamp": heard["timestamp"].astype(np.uint32),
+        "item_id": ch.item.astype(np.uint32),
+        "is_organic": ch.organic.astype(np.uint8),
+        "logp_true": logp_true,
+        "logp_policy": logp_policy,
+        "p_like": fb.like_probability(aff),
+        "p_dislike": fb.dislike_probability(aff),
+        "expected_played_ratio_pct": fb.expected_played_ratio_pct(aff),
+        "like_open": heard["like_open"],
+        "dislike_open": heard["dislike_open"],
     }
 
 
@@ -465,8 +533,10 @@ def _write_side_tables(world: World, out: Path) -> None:
             ], schema=schema))
 
 
-def _write_log(world: World, fb: FeedbackModel, path: Path, progress: bool) -> dict[str, Any]:
-    """Simulate every user and stream their events to ``multi_event.parquet``."""
+def _write_log(world: World, fb: FeedbackModel, path: Path, progress: bool,
+               truth: Path | None = None) -> dict[str, Any]:
+    """Simulate every user and stream their events to ``multi_event.parquet`` at ``path`` (and
+    their listens' truth to ``truth``, when given)."""
     cfg, n_items = world.cfg, world.item_vec.shape[0]
     per_user = np.zeros(cfg.users, dtype=np.int64)
     per_item = np.zeros(n_items, dtype=np.int64)
@@ -475,22 +545,35 @@ def _write_log(world: World, fb: FeedbackModel, path: Path, progress: bool) -> d
     # Timestamps rise within a user, so delta encoding stores them in a third less space.
     encoding = {"use_dictionary": [c for c in MULTI_EVENT_SCHEMA.names if c != "timestamp"],
                 "column_encoding": {"timestamp": "DELTA_BINARY_PACKED"}}
-    with pq.ParquetWriter(path, MULTI_EVENT_SCHEMA, compression="zstd", **encoding) as writer, tqdm(
-        total=cfg.users, unit="user", desc="simulate", disable=not progress
-    ) as bar:
+    truth_encoding = {"use_dictionary": ["uid", "item_id", "is_organic"],
+                      "column_encoding": {"timestamp": "DELTA_BINARY_PACKED"}}
+    with ExitStack() as stack:
+        writer = stack.enter_context(
+            pq.ParquetWriter(path, MULTI_EVENT_SCHEMA, compression="zstd", **encoding))
+        truth_writer = None if truth is None else stack.enter_context(
+            pq.ParquetWriter(truth, LISTENS_SCHEMA, compression="zstd", **truth_encoding))
+        bar = stack.enter_context(
+            tqdm(total=cfg.users, unit="user", desc="simulate", disable=not progress))
         for lo in range(0, cfg.users, cfg.shard_users):
-            batch = []
+            batch, truth_batch = [], []
             for uid in range(lo, min(lo + cfg.shard_users, cfg.users)):
-                events = _feedback(world, fb, uid, _choose(world, uid))
+                ch = _choose(world, uid)
+                events, heard = _feedback(world, fb, uid, ch)
                 events["uid"] = np.full(events["item_id"].size, uid, dtype=np.uint32)
                 per_user[uid] = events["item_id"].size
                 batch.append(events)
+                if truth_writer is not None:
+                    truth_batch.append(_listen_truth(world, fb, uid, ch, heard))
                 bar.update(1)
             cols = {k: np.concatenate([b[k] for b in batch]) for k in batch[0]}
             per_item += np.bincount(cols["item_id"], minlength=n_items)
             by_type += np.bincount(cols["event_type"], minlength=len(EVENT_TYPES))
             organic += int(cols["is_organic"].sum())
             writer.write_table(_table(cols), row_group_size=cols["uid"].size)
+            if truth_writer is not None:
+                listens = {k: np.concatenate([b[k] for b in truth_batch]) for k in truth_batch[0]}
+                truth_writer.write_table(pa.table(listens).cast(LISTENS_SCHEMA),
+                                         row_group_size=listens["uid"].size)
     return {"per_user": per_user, "per_item": per_item, "by_type": by_type, "organic": organic}
 
 
@@ -500,14 +583,17 @@ def simulate(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    listen_truth: bool = True,
 ) -> SimulationSummary:
     """Simulate the service and write a Yambda-schema directory with ``truth/`` beside it.
 
     Files: ``multi_event.parquet`` (uid, timestamp, item_id, is_organic, played_ratio_pct,
     track_length_seconds, event_type; grouped by user, time-ordered), ``embeddings.parquet``,
     ``artist_mapping.parquet``, ``album_mapping.parquet`` and ``truth/`` for
-    :class:`argusrec.oracle.Oracle`. Everything is written to a temporary sibling directory and
-    renamed to ``out_dir`` at the end, so a failed run leaves nothing behind.
+    :class:`argusrec.oracle.Oracle`, whose ``listens.parquet`` (the next-item and feedback truth
+    of every listen) ``listen_truth=False`` leaves out; the log itself does not depend on it.
+    Everything is written to a temporary sibling directory and renamed to ``out_dir`` at the
+    end, so a failed run leaves nothing behind.
 
     Raises:
         DataError: ``out_dir`` exists and ``overwrite`` is False.
@@ -523,7 +609,9 @@ def simulate(
     try:
         world = build_world(cfg)
         fb = _calibrate(world)
-        counts = _write_log(world, fb, tmp / "multi_event.parquet", progress)
+        (tmp / TRUTH_DIR).mkdir()
+        counts = _write_log(world, fb, tmp / "multi_event.parquet", progress,
+                            tmp / TRUTH_DIR / LISTENS_FILE if listen_truth else None)
         _write_side_tables(world, tmp)
         save_truth(tmp, json.loads(cfg.model_dump_json()), fb, world.user_truth(),
                    world.item_truth())
