@@ -18,6 +18,7 @@ from argusrec.prepare import PrepareConfig
 from argusrec.rank import RankConfig
 from argusrec.scaling import ScalingConfig
 from argusrec.simulate import SimulatorConfig
+from argusrec.study import StudyConfig
 from argusrec.train import TrainConfig
 
 runner = CliRunner()
@@ -29,7 +30,7 @@ SHORTCUTS = [("pretrain", cli.PRETRAIN_FLAGS, TrainConfig),
              ("simulate", cli.SIMULATE_FLAGS, SimulatorConfig)]
 CONFIGS = {"simulate": SimulatorConfig, "prepare": PrepareConfig, "pretrain": TrainConfig,
            "finetune": FinetuneConfig, "rank": RankConfig, "ablate": AblationConfig,
-           "scaling": ScalingConfig}
+           "scaling": ScalingConfig, "study": StudyConfig}
 
 
 @pytest.mark.parametrize("verb,shortcuts,config", SHORTCUTS)

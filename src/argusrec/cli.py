@@ -837,8 +837,54 @@ def scaling(
     typer.echo(f"-> {out / 'scaling.png'}")
 
 
+@_command({"groups": "groups"})
+@_friendly
+def study(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="A prepared dataset with validation and test "
+                                         "periods (`argus prepare --val-duration ...`).")],
+    out: Annotated[Path, typer.Argument(help="Directory for every run, study.json, study.md "
+                                        "and the plots.")],
+    oracle: Annotated[Optional[Path], typer.Option(
+        help="The simulator's output directory: ceilings from its truth, and the share of "
+        "the gap to them each arm closes.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="YAML with StudyConfig fields (groups, seeds, pretrain:, finetune:, rank:, "
+        "sizes, history_lengths)." + _SHIPPED)] = None,
+    groups: Annotated[Optional[str], typer.Option(
+        help="Comma-separated groups: objectives, encoders, sizes, history, finetune, lag "
+        "(default: all).")] = None,
+    seeds: Annotated[Optional[int], typer.Option(
+        min=1, help="Seeds per arm, 0..N-1 (default: 3).")] = None,
+    jobs: Annotated[int, typer.Option(
+        min=1, help="Runs at once, in separate processes; each gets --threads or an equal "
+        "share of the cores.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads per run.")]
+    = None,
+    quiet: Annotated[bool, typer.Option(help="No progress messages.")] = False,
+) -> None:
+    """The ARGUS paper's findings on one dataset: every arm pretrained (or not), fine-tuned
+    to convergence on validation and put under the same CatBoost ranker, for several seeds.
+
+    Groups: pretraining objectives (ARGUS, without the feedback head, without context, full
+    ARGUS, SASRec, no pretraining), encoders at equal parameters (transformer, HSTU), four
+    model sizes at equal tokens, history lengths at equal tokens and at equal steps, short
+    fine-tuning, lag 0 against one day. Writes OUT/study.md (mean ± spread, ties called),
+    OUT/study.json and OUT/study-*.png; a rerun reuses every finished run.
+    """
+    from argusrec.study import StudyConfig, markdown, study as run
+
+    named = {"groups": [g.strip() for g in groups.split(",") if g.strip()]} if groups else {}
+    flags = _flags(ctx, StudyConfig, {"groups": "groups"}, **named)
+    if seeds is not None:
+        flags["seeds"] = list(range(seeds))
+    cfg = StudyConfig(**configs.apply_overrides(_load_yaml(config), flags))
+    result = run(data, out, cfg, oracle=oracle, jobs=jobs, threads=threads, progress=not quiet)
+    typer.echo(markdown(result))
+
+
 _Verb = _choice("Verb", "simulate", "prepare", "pretrain", "finetune", "rank", "ablate",
-                "scaling")
+                "scaling", "study")
 
 
 @app.command("config")
@@ -860,11 +906,12 @@ def show_config(
     from argusrec.rank import RankConfig
     from argusrec.scaling import ScalingConfig
     from argusrec.simulate import SimulatorConfig
+    from argusrec.study import StudyConfig
     from argusrec.train import TrainConfig
 
     kind = {"simulate": SimulatorConfig, "prepare": PrepareConfig, "pretrain": TrainConfig,
             "finetune": FinetuneConfig, "rank": RankConfig, "ablate": AblationConfig,
-            "scaling": ScalingConfig}[verb.value]
+            "scaling": ScalingConfig, "study": StudyConfig}[verb.value]
     config = TrainConfig(preset=preset.value) if preset is not None else kind()
     notes: tuple[str, ...] = ()
     if verb.value == "pretrain":

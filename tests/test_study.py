@@ -1,0 +1,66 @@
+"""`argus study` end to end with tiny settings: every arm and seed runs once, arms shared
+between groups train once, the table calls ties, the plots are written, a rerun is free."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from argusrec.study import REFERENCE, StudyConfig, _verdict, arms, hstu_width, study
+from argusrec.model import encoder_parameter_count, model_config
+from argusrec.sequences import PreparedData
+
+TINY = dict(seeds=[0, 1], groups=["objectives", "sizes", "history", "lag"],
+            pretrain={"preset": "debug", "max_steps": 2, "batch_size": 4,
+                      "model": {"max_len": 32}},
+            finetune={"max_steps": 3, "batch_size": 4, "lag": 0, "eval_every": 2,
+                      "patience": 1},
+            rank={"iterations": 10, "threads": 1},
+            sizes=[(16, 1), (32, 2)], history_lengths=[16, 32])
+
+
+def test_hstu_width_matches_the_transformer_parameters():
+    base = model_config("debug", d_model=64, n_layers=2, max_len=512)
+    width = hstu_width(base.model_copy(update={"encoder": "hstu"}),
+                       encoder_parameter_count(base))
+    hstu = encoder_parameter_count(base.model_copy(update={"encoder": "hstu", "d_model": width}))
+    assert abs(hstu - encoder_parameter_count(base)) / encoder_parameter_count(base) < 0.1
+
+
+@pytest.mark.parametrize("stat,ref,higher,expected", [
+    ({"mean": 0.70, "std": 0.01, "n": 3}, {"mean": 0.705, "std": 0.002, "n": 3}, True, "tie"),
+    ({"mean": 0.72, "std": 0.01, "n": 3}, {"mean": 0.70, "std": 0.002, "n": 3}, True, "better"),
+    ({"mean": 8.0, "std": 0.01, "n": 3}, {"mean": 8.5, "std": 0.02, "n": 3}, False, "better"),
+    ({"mean": 0.60, "std": 0.01, "n": 3}, {"mean": 0.70, "std": 0.002, "n": 3}, True, "worse"),
+])
+def test_a_difference_inside_the_spread_is_a_tie(stat, ref, higher, expected):
+    assert _verdict(stat, ref, higher) == expected
+
+
+def test_study_end_to_end(sim_data, tmp_path):
+    cfg = StudyConfig(**TINY)
+    names = [a.name for a in arms(cfg, PreparedData(sim_data))]
+    assert names[0] == REFERENCE and "sasrec" in names and "no-pretraining" in names
+    assert "history-16-equal-steps" in names and "history-16-equal-tokens" in names
+    oracle = sim_data.parent / "events"
+    result = study(sim_data, tmp_path, cfg, oracle=oracle, progress=False)
+    runs = result["runs"]
+    assert {(r["arm"], r["seed"]) for r in runs} == {(n, s) for n in set(names) for s in (0, 1)}
+    assert len(runs) == len(set(names)) * 2  # the reference, in four groups, runs once a seed
+    pretrained = sorted(p.name for p in (tmp_path / "pretrain").iterdir())
+    assert "no-pretraining-s0" not in pretrained and "lag-0-s0" not in pretrained
+    for run in (r for r in runs if r["arm"] != "full-argus"):
+        assert 0 <= run["argus_alone"] <= 1 and run["eval_pairs"] > 0
+        assert run["oracle_pair_accuracy"] > 0.5
+    assert "argus_alone" not in next(r for r in runs if r["arm"] == "full-argus")
+    sasrec = next(r for r in runs if r["arm"] == "sasrec")
+    assert "AUC/like" not in sasrec  # no feedback head
+    assert result["ceilings"]["AUC/like"] > 0.5
+    md = (tmp_path / "study.md").read_text()
+    assert "**objectives**" in md and "sasrec" in md and "± " in md
+    assert (tmp_path / "study-sizes.png").stat().st_size > 0
+    assert (tmp_path / "study-history.png").stat().st_size > 0
+    again = study(sim_data, tmp_path, cfg, oracle=oracle, progress=False)  # all reused
+    assert again["runs"] == runs
+    assert json.loads((tmp_path / "study.json").read_text())["runs"] == runs
