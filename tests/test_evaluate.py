@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from argusrec.evaluate import evaluate, evaluate_model
+from argusrec.evaluate import evaluate, evaluate_model, report
 from argusrec.loader import collate
 from argusrec.model import ArgusModel, DataSpec, model_config
 from argusrec.sequences import GAP, TEST, PreparedData
@@ -69,3 +69,15 @@ def test_evaluate_checkpoint_with_and_without_seen_items(sim_data, tmp_path):
         assert "AUC/like" in r or "logloss/played_ratio" in r
     assert filtered["count"] == kept["count"]
     assert (tmp_path / "r.json").exists()
+
+
+def test_evaluate_with_the_oracle_reports_the_truth_beside_the_model(sim_data, tmp_path):
+    cfg = TrainConfig(preset="debug", model={"max_len": 32}, batch_size=4, max_steps=2,
+                      objective={"num_uniform": 32})
+    pretrain(sim_data, tmp_path / "run", cfg, progress=False)
+    results = evaluate(tmp_path / "run", progress=False, oracle=sim_data.parent / "events")
+    assert results["oracle/entropy/next_item"] < results["oracle/entropy/popularity"]
+    assert 0.5 < results["oracle/AUC/played_ratio"] <= 1
+    text = report(results, "run")
+    assert "against the simulator's truth" in text and "gap closed" in text
+    assert "oracle/" not in text.split("against")[0]  # the model's table stays the model's

@@ -522,6 +522,9 @@ def evaluate(
         min=1, help="CPU threads for torch (default: torch's own choice).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
                                                      "as JSON here.")] = None,
+    oracle: Annotated[Optional[Path], typer.Option(
+        help="The simulator's output directory: also the truth's figures on the same events "
+        "and the share of the gap to them the model closes.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Evaluate a checkpoint on test-period events (history from before only).
@@ -538,7 +541,7 @@ def evaluate(
         torch.set_num_threads(threads)
     results = run(checkpoint, data, split=split.value, ks=ks, exclude_seen=exclude_seen,
                   batch_size=batch_size, device=device, out_json=json_out, progress=not quiet,
-                  which=which.value)
+                  which=which.value, oracle=oracle)
     typer.echo(report(results, f"{checkpoint} on {split.value} (seen items "
                                 f"{'excluded' if exclude_seen else 'kept'})"))
 

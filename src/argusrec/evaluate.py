@@ -15,6 +15,7 @@ Legend: T targets in a batch, U user-vector width, V catalogue size.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from argusrec.ceilings import gap_closed, oracle_ceilings, popularity_entropy
 from argusrec.checkpoint import load_model, need_data
 from argusrec.device import resolve_device
 from argusrec.errors import DataError
@@ -112,8 +114,11 @@ def _seen_mask(dataset: SequenceDataset, rows, samples, sel: torch.Tensor, num_i
 def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: str = "test",
              ks: Sequence[int] = (10, 20, 50, 100), exclude_seen: bool = False,
              batch_size: int = 64, device: str = "cpu", out_json: str | Path | None = None,
-             progress: bool = True, which: str = "latest") -> dict[str, float]:
-    """Evaluate a checkpoint; print-ready results (and JSON at ``out_json``)."""
+             progress: bool = True, which: str = "latest",
+             oracle: str | Path | None = None) -> dict[str, float]:
+    """Evaluate a checkpoint; print-ready results (and JSON at ``out_json``). With the
+    simulator's output directory as ``oracle``, the truth's figures on the same events come
+    too, as ``oracle/<metric>`` (and the popularity baseline's next-item entropy)."""
     ks = check_cutoffs(ks)
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}",
@@ -126,6 +131,10 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: s
                              positives_only=positives_only, batch_size=batch_size,
                              progress=progress)
     results["exclude_seen"] = float(exclude_seen)
+    if oracle is not None:
+        truth = oracle_ceilings(prepared, oracle, split=split)
+        truth["entropy/popularity"] = popularity_entropy(prepared, split)
+        results.update({f"oracle/{k}": v for k, v in truth.items()})
     if out_json is not None:
         path = Path(out_json)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -145,5 +154,29 @@ def check_cutoffs(ks: Sequence[int]) -> list[int]:
     return [int(k) for k in ks]
 
 
+# Metrics with a ceiling: (the figure's key, its baseline, higher is better); the baseline is
+# a number or the key of a baseline figure among the results.
+CEILINGS = [("entropy/next_item", "oracle/entropy/popularity", False),
+            ("AUC/like", 0.5, True), ("AUC/dislike", 0.5, True),
+            ("AUC/played_ratio", 0.5, True)]
+
+
 def report(results: dict[str, float], title: str) -> str:
-    return format_table({k: v for k, v in results.items() if k not in ("seconds",)}, title)
+    """The metrics table; with oracle figures, a second one: model, truth, the gap closed."""
+    plain = {k: v for k, v in results.items()
+             if k != "seconds" and not k.startswith("oracle/")}
+    text = format_table(plain, title)
+    rows = [(key, results[key], results[f"oracle/{key}"],
+             results.get(base, math.nan) if isinstance(base, str) else base, higher)
+            for key, base, higher in CEILINGS
+            if key in results and f"oracle/{key}" in results]
+    if rows:
+        lines = ["", "against the simulator's truth (gap closed: from the baseline, popularity "
+                 "for entropy and chance for AUC, to the truth)",
+                 f"{'metric':<18} {'model':>8} {'truth':>8} {'baseline':>8} {'gap closed':>10}"]
+        for key, model, truth, base, higher in rows:
+            share = gap_closed(model, base, truth, higher)
+            lines.append(f"{key:<18} {model:>8.4f} {truth:>8.4f} {base:>8.4f} "
+                         f"{100 * share:>9.1f}%")
+        text += "\n" + "\n".join(lines)
+    return text
