@@ -1,6 +1,6 @@
 """Every shipped config file parses into its config class (STYLE.md: shipped configs are
-tested): ablation-*.yaml into AblationConfig, the others into TrainConfig. They are read from
-the installed package, as `--config NAME` reads them."""
+tested): ablation-*.yaml into AblationConfig, study-*.yaml into StudyConfig, the others into
+TrainConfig. They are read from the installed package, as `--config NAME` reads them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import yaml
 
 from argusrec import configs
 from argusrec.ablation import AblationConfig
+from argusrec.study import StudyConfig
 from argusrec.train import TrainConfig
 
 CONFIGS = configs.names()
@@ -19,6 +20,8 @@ def test_config_parses(name):
     fields = yaml.safe_load(configs.find(name).read_text())
     if name.startswith("ablation"):
         cfg = AblationConfig(**fields).pretrain
+    elif name.startswith("study"):
+        cfg = StudyConfig(**fields).pretrain
     else:
         cfg = TrainConfig(**fields)
     assert cfg.resolved_model().d_model > 0

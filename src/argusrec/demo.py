@@ -27,9 +27,13 @@ from argusrec.simulate import SimulatorConfig, simulate
 from argusrec.export import export
 from argusrec.train import TrainConfig, pretrain
 
-# A small model that trains in well under a minute on 2 cores.
+# A small model that trains in well under a minute on 2 cores. The feedback head also gets
+# h_{t-1} * item_t: with this budget, on a week of validation of the 300-user simulator, it
+# lifts like / dislike / played-ratio AUC from 0.53 / 0.66 / 0.67 to 0.57 / 0.77 / 0.72
+# (means of 3 seeds; the oracle reaches 0.78 / 0.88 / 0.88 there).
 DEMO_TRAIN = dict(preset="debug", model={"d_model": 64, "n_layers": 2, "n_heads": 2,
-                                         "user_dim": 64, "max_len": 256, "time_buckets": 24},
+                                         "user_dim": 64, "max_len": 256, "time_buckets": 24,
+                                         "feedback_interaction": True},
                   objective={"next_item_loss": "corrected", "num_uniform": 512},
                   optim={"lr": 2e-3, "warmup_steps": 20}, batch_size=32, epochs=6)
 

@@ -7,7 +7,11 @@ read it:
 
 - next-item prediction (NIP): u_t = MLP([h_{t-1}; context_t]) is the user vector; the item
   tower gives v_i; the score is <u_t, v_i> / T with T = exp(theta) clipped to [0.01, 100];
-- feedback prediction (FP): MLP([h_{t-1}; context_t; item_t]) gives one logit per signal.
+- feedback prediction (FP): MLP([h_{t-1}; context_t; item_t]) gives one logit per signal;
+  with ``feedback_interaction`` the MLP also gets h_{t-1} * item_t (elementwise), so a
+  user-item affinity (a dot product) is one linear layer away instead of something a small
+  concatenation MLP must approximate (Rendle et al. 2020, "Neural Collaborative Filtering vs.
+  Matrix Factorization Revisited").
 
 In full ARGUS, the context token of event t has seen everything up to event t-1 plus context_t,
 so NIP reads its hidden state; the item token has also seen item_t, so FP reads that.
@@ -83,6 +87,10 @@ class ModelConfig(BaseModel):
         "mlp", description="item vectors: an MLP over the item embedding, or tied: the input "
         "item embedding itself (SASRec; needs user_dim == d_model)")
     feedback_head: bool = Field(True, description="predict feedback signals (FP head)")
+    feedback_interaction: bool = Field(
+        False, description="FP head input also gets h_{t-1} * item_t (elementwise): likes "
+        "follow a user-item affinity, a dot product that an MLP over the concatenation alone "
+        "learns slowly (simplified variant only)")
     init_temperature: float = Field(1.0, gt=0, description="initial softmax temperature T")
     item_init_std: float = Field(0.0, ge=0, description="std of the item table's initial "
                                  "values; 0 = 1/sqrt(D) (1/sqrt(kD) when hashed)")
@@ -98,6 +106,10 @@ class ModelConfig(BaseModel):
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads "
                              f"{self.n_heads}; set n_heads to a divisor of d_model (each head "
                              "is d_model / n_heads wide)")
+        if self.feedback_interaction and self.variant == "full":
+            raise ValueError("feedback_interaction needs the simplified variant: full ARGUS's "
+                             "FP head reads the item token's state, which has already seen "
+                             "item_t; set feedback_interaction: false or variant: simplified")
         for name in ("user_head", "item_tower"):
             if getattr(self, name) != "mlp" and self.user_dim != self.d_model:
                 raise ValueError(f"{name}={getattr(self, name)} needs user_dim == d_model (got "
@@ -280,7 +292,7 @@ class ArgusModel(nn.Module):
         # Simplified ARGUS: the state before the first event of a window is a learned vector.
         self.start = nn.Parameter(torch.zeros(D))
         nip_in = D if cfg.variant == "full" else 2 * D
-        fp_in = D if cfg.variant == "full" else 3 * D
+        fp_in = D if cfg.variant == "full" else (4 if cfg.feedback_interaction else 3) * D
         for name in ("user_head", "item_tower"):
             if getattr(cfg, name) != "mlp" and U != D:
                 raise ValueError(f"{name}={getattr(cfg, name)} needs user_dim == d_model "
@@ -327,6 +339,15 @@ class ArgusModel(nn.Module):
         fb = self.feedback(batch.feedback) if self.feedback is not None else None
         return torch.zeros_like(like) if fb is None else fb
 
+    def _feedback_inputs(self, prev: Tensor, ctx: Tensor, item: Tensor) -> list[Tensor]:
+        """The FP head's inputs for event t, each (B, L, D): h_{t-1}, context_t, item_t, and
+        with ``feedback_interaction`` their product h_{t-1} * item_t. Never event t's own
+        feedback, nor any state that has seen it: that is the label."""
+        parts = [prev, ctx, item]
+        if self.cfg.feedback_interaction:
+            parts.append(prev * item)
+        return parts
+
     # -- one-pass scoring (fine-tuning, export) ----------------------------------------------------
     def event_states(self, batch: Batch) -> Tensor:
         """(B, L, D) state h_t after each event of the windows (simplified ARGUS)."""
@@ -365,7 +386,8 @@ class ArgusModel(nn.Module):
             # h_{t-1}: shift right by one event, the learned start state first
             prev = torch.cat([self.start.expand(hidden.shape[0], 1, -1), hidden[:, :-1]], 1)
             user = self._user(prev, ctx)
-            fb_logits = (self.feedback_head(torch.cat([prev, ctx, item], dim=-1))
+            fb_logits = (self.feedback_head(torch.cat(self._feedback_inputs(prev, ctx, item),
+                                                      dim=-1))
                          if self.feedback_head is not None else None)
         else:
             B, L, D = item.shape

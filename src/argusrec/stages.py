@@ -426,22 +426,34 @@ def merge_reactions(df: pl.DataFrame, log: EventLog) -> tuple[pl.DataFrame, int]
     """Move like / dislike events onto the listens they react to; (frame, reactions merged).
 
     ``df`` is one bucket sorted by (user, timestamp, input order). A reaction attaches to the
-    user's latest listen of the same item at or before it (an as-of join); reactions with no
-    such listen stay as events. Listens then carry like / dislike = 1 or 0, which is what the
-    feedback head should predict for a listen (ARGUS, "feedback prediction").
+    user's latest listen of the same item before it in that order: the listen it follows (an
+    as-of join on the position). Only when there is none does a listen of the same second
+    placed after it count (a table that orders one second's rows by type, like before
+    listen). Yambda's timestamps come in 5-second steps, so a like near a track's end and a
+    replay of the track can share one, and matching by time alone would give the like
+    to the replay.
+    Reactions with no such listen stay as events. Listens then carry like / dislike = 1 or 0,
+    which is what the feedback head should predict for a listen (ARGUS, "feedback
+    prediction").
     """
     signals = [f for f in ("like", "dislike") if f in log.feedback]
     ordered = df.with_row_index("_pos")
     listens = ordered.filter(pl.col(EVENT_TYPE) == "listen").select(
-        USER, ITEM, TIMESTAMP, pl.col("_pos").alias("_listen"))
+        USER, ITEM, TIMESTAMP, "_pos", pl.col("_pos").alias("_listen"))
     reactions = ordered.filter(pl.col(EVENT_TYPE).is_in(signals)).select(
         "_pos", USER, ITEM, TIMESTAMP, EVENT_TYPE)
     if len(listens) == 0 or len(reactions) == 0:
         return df, 0
-    matched = (reactions.sort(TIMESTAMP)
-               .join_asof(listens.sort(TIMESTAMP), on=TIMESTAMP, by=[USER, ITEM],
-                          strategy="backward", check_sortedness=False)  # both sorted above
-               .filter(pl.col("_listen").is_not_null()))
+    # _pos rises with (user, timestamp, input order), so "before in position" is "at or
+    # before in time, and before in the log on a tie"; both frames are sorted by it.
+    before = reactions.join_asof(listens.drop(TIMESTAMP), on="_pos", by=[USER, ITEM],
+                                 strategy="backward", allow_exact_matches=False,
+                                 check_sortedness=False)
+    same_second = (before.filter(pl.col("_listen").is_null()).drop("_listen")
+                   .join(listens.drop("_pos").group_by(USER, ITEM, TIMESTAMP)
+                         .agg(pl.col("_listen").min()), on=[USER, ITEM, TIMESTAMP]))
+    matched = pl.concat([before.filter(pl.col("_listen").is_not_null()), same_second],
+                        how="vertical")
     is_listen = pl.col(EVENT_TYPE) == "listen"
     updates = []
     for name in signals:
