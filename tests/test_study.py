@@ -64,3 +64,14 @@ def test_study_end_to_end(sim_data, tmp_path):
     again = study(sim_data, tmp_path, cfg, oracle=oracle, progress=False)  # all reused
     assert again["runs"] == runs
     assert json.loads((tmp_path / "study.json").read_text())["runs"] == runs
+
+
+def test_a_finished_run_is_reused_with_other_threads(tmp_path):
+    from argusrec.study import _reused, _write
+
+    spec = {"pretrain": {"seed": 0, "threads": 1, "optim": {"lr": 1e-3}}}
+    _write(tmp_path / "study.json", {"spec": spec, "result": {"x": 1}})
+    moved = {"pretrain": {"seed": 0, "threads": None, "optim": {"lr": 1e-3}}}
+    assert _reused(tmp_path / "study.json", moved) == {"x": 1}
+    other = {"pretrain": {"seed": 1, "threads": 1, "optim": {"lr": 1e-3}}}
+    assert _reused(tmp_path / "study.json", other) is None

@@ -343,7 +343,11 @@ class _Run:
         self.wrapped.train()
         if self.writer is not None:
             self.writer.add_scalar(f"val/{loop.eval_metric}", value, self.step)
-            bar.write(f"step {self.step}: val {loop.eval_metric} {value:.4f}")
+            message = f"step {self.step}: val {loop.eval_metric} {value:.4f}"
+            if bar.disable:  # no bar to print beside: a library message (quiet runs, workers)
+                log.info(message)
+            else:
+                bar.write(message)
         if value > summary.best_value:
             summary.best_value, summary.best_step, self.stale = value, self.step, 0
             return True, False

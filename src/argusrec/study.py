@@ -199,12 +199,22 @@ def _finetune_fields(cfg: StudyConfig, arm: Arm, seed: int, threads: int | None)
     return json.loads(json.dumps(fields, default=str))
 
 
+# Fields that say where and how fast a run trains, not what it learns: a finished run is
+# reused whatever they were (a study continued with another --jobs or --threads).
+_PLACEMENT = ("threads", "device", "num_workers")
+
+
+def _what(spec: dict) -> dict:
+    return {key: ({k: v for k, v in value.items() if k not in _PLACEMENT}
+                  if isinstance(value, dict) else value) for key, value in spec.items()}
+
+
 def _reused(path: Path, spec: dict) -> dict | None:
-    """A finished run's recorded result, if it ran with exactly ``spec``."""
+    """A finished run's recorded result, if it ran with ``spec`` (placement aside)."""
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    return saved["result"] if saved.get("spec") == spec else None
+    return saved["result"] if _what(saved.get("spec", {})) == _what(spec) else None
 
 
 def _write(path: Path, payload: dict) -> None:
