@@ -185,18 +185,20 @@ def reference_steps(cfg: StudyConfig, data: PreparedData) -> int:
 
 # -- running ----------------------------------------------------------------------------------
 
-def _pretrain_fields(cfg: StudyConfig, arm: Arm, seed: int, threads: int | None) -> dict:
-    fields = apply_overrides(cfg.pretrain.model_dump(), {**arm.pretrain, "seed": seed})
+def _fields(config: BaseModel, overrides: dict, seed: int, threads: int | None) -> dict:
+    """``config``'s fields with an arm's dotted overrides, its seed and the threads set."""
+    fields = apply_overrides(config.model_dump(), {**overrides, "seed": seed})
     if threads is not None:
         fields["threads"] = threads
     return json.loads(json.dumps(fields, default=str))
+
+
+def _pretrain_fields(cfg: StudyConfig, arm: Arm, seed: int, threads: int | None) -> dict:
+    return _fields(cfg.pretrain, arm.pretrain, seed, threads)
 
 
 def _finetune_fields(cfg: StudyConfig, arm: Arm, seed: int, threads: int | None) -> dict:
-    fields = apply_overrides(cfg.finetune.model_dump(), {**arm.finetune, "seed": seed})
-    if threads is not None:
-        fields["threads"] = threads
-    return json.loads(json.dumps(fields, default=str))
+    return _fields(cfg.finetune, arm.finetune, seed, threads)
 
 
 # Fields that say where and how fast a run trains, not what it learns: a finished run is
