@@ -75,3 +75,16 @@ def test_a_finished_run_is_reused_with_other_threads(tmp_path):
     assert _reused(tmp_path / "study.json", moved) == {"x": 1}
     other = {"pretrain": {"seed": 1, "threads": 1, "optim": {"lr": 1e-3}}}
     assert _reused(tmp_path / "study.json", other) is None
+
+
+def test_a_run_from_before_a_new_config_field_is_reused(tmp_path):
+    from argusrec.study import _reused
+    from argusrec.train import TrainConfig
+
+    fields = json.loads(json.dumps(TrainConfig(preset="debug").model_dump(), default=str))
+    old = {k: v for k, v in fields.items() if k != "checkpoint_format"}
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"spec": {"pretrain": old}, "result": {"x": 1}}))
+    assert _reused(path, {"pretrain": fields}) == {"x": 1}
+    assert _reused(path, {"pretrain": {**fields, "checkpoint_format": "sharded"}}) is None
+    assert _reused(path, {"pretrain": {**fields, "seed": 7}}) is None

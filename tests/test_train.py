@@ -173,3 +173,25 @@ def test_a_nan_weight_skips_steps_then_stops(sim_data, tmp_path, caplog):
                  init_from=poisoned, progress=False)
     assert "skipped" in caplog.text
     assert not (tmp_path / "warm" / "checkpoints").exists()
+
+
+def test_organic_targets_count_and_select_the_organic_training_events(sim_data, tmp_path):
+    from argusrec.sequences import PreparedData
+    from argusrec.train import target_counts
+    data = PreparedData(sim_data)
+    cfg = tiny(objective={"nip_targets": "organic"})
+    counts, (column, code) = target_counts(cfg, data)
+    expected = np.zeros(data.num_items + 1, dtype=np.int64)  # the plain reference: user by user
+    organic = data.info.fields.context["is_organic"].values.index("organic") + 1
+    for user in range(len(data.users())):
+        ev = data.user_events(user)
+        for item, split, flag in zip(ev["item"], ev["split"], ev["ctx_is_organic"]):
+            expected[item] += int(split == 0 and flag == organic)
+    assert counts.sum() > 0 and counts.sum() < data.item_counts().sum()
+    np.testing.assert_array_equal(counts, expected)
+    assert code == organic
+    summary = pretrain(sim_data, tmp_path / "run", cfg.model_copy(update={"max_steps": 3}),
+                       progress=False)
+    assert np.isfinite(summary.losses).all()
+    with pytest.raises(DataError, match="positives_only"):
+        target_counts(tiny(objective={"nip_targets": "organic"}, positives_only=True), data)

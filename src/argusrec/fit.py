@@ -8,7 +8,8 @@ accumulation, bf16 autocast, clipping, skipping non-finite steps, TensorBoard lo
 validation with early stopping and a ``best`` checkpoint, atomic checkpoints, SIGTERM/SIGINT,
 resume, and DDP / FSDP2 applied from outside the model (argusrec.parallel) under torchrun.
 Each rank takes every world_size-th micro-batch of one global order (no two ranks see the
-same example), and rank 0 writes checkpoints and logs.
+same example), and rank 0 writes logs and consolidated checkpoints; in the sharded format
+(state too large for one host) every rank writes its own shards (argusrec.checkpoint).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from argusrec.checkpoint import Checkpoint, mark_best, save_checkpoint
+from argusrec.checkpoint import (Checkpoint, checkpoint_format, mark_best, save_checkpoint,
+                                 save_sharded_checkpoint)
 from argusrec.errors import DataError
 from argusrec.optim import OptimConfig, build_optimizer, build_schedule
 from argusrec.parallel import (World, all_reduce, barrier, full_state, load_full_state,
-                               parallelize)
+                               load_sharded_state, local_part, parallelize, sharded_state)
 from argusrec.sequences import PreparedData
 
 log = logging.getLogger(__name__)
+OPTIMIZER_SLOTS = 2  # AdamW keeps two tensors per parameter (exp_avg, exp_avg_sq)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Loop:
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    checkpoint_format: str = "auto"
     eval_every: int = 0
     eval_metric: str = "NDCG@10"
     patience: int = 0
@@ -63,8 +67,10 @@ class Loop:
 
     @classmethod
     def of(cls, cfg: Any) -> "Loop":
-        """The settings of a stage's config (TrainConfig, FinetuneConfig)."""
-        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+        """The settings of a stage's config (TrainConfig, FinetuneConfig); one a stage does
+        not carry (fine-tuning has no checkpoint_format) keeps the default here."""
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__
+                      if hasattr(cfg, name)})
 
 
 def resumed_config(saved: Any, given: Any, resumable: tuple[str, ...], out: Path) -> Any:
@@ -202,6 +208,9 @@ class _Run:
             torch.manual_seed(task.reseed)
         self.optimizer = build_optimizer(model, loop.optim)
         self.scheduler = build_schedule(self.optimizer, self.total, loop.optim)
+        self.format = checkpoint_format(
+            loop.checkpoint_format, fsdp=world.distributed and loop.parallel == "fsdp",
+            state_bytes=state_bytes(model))
         self.step, self.micro, self.stale, self.nonfinite = 0, 0, 0, 0
         state = self._resume(resume)
         barrier(world)  # nobody creates the run directory before everybody checked it
@@ -240,7 +249,12 @@ class _Run:
                                 fix="pass --resume to continue it, or choose a new directory")
             return {}
         state = resume.resume_state()
-        load_full_state(self.wrapped, resume.weights(), self.optimizer, state["optimizer"])
+        if resume.sharded:
+            tensors, _ = sharded_state(self.wrapped, self.optimizer)
+            load_sharded_state(self.wrapped, self.optimizer, resume.read_shards(tensors),
+                               state["param_groups"])
+        else:
+            load_full_state(self.wrapped, resume.weights(), self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.micro = state["step"], state["micro"]
         if self.step >= self.total:
@@ -355,22 +369,40 @@ class _Run:
         return False, bool(loop.patience) and self.stale >= loop.patience
 
     def _checkpoint(self, improved: bool) -> None:
-        """Gather the full state (a collective), refuse non-finite weights, and let rank 0
-        write the checkpoint (and point ``best`` at it when it improved)."""
-        model_state, optim_state = full_state(self.wrapped, self.optimizer)
-        _check_finite(model_state, self.step, self.out)
-        if self.world.main:
-            summary = self.summary
+        """Write a checkpoint in the run's format (a collective), refusing non-finite weights,
+        and point ``best`` at it when it improved."""
+        if self.format == "sharded":
+            tensors, groups = sharded_state(self.wrapped, self.optimizer)
+            _check_finite({k: v for k, v in tensors.items() if k.startswith("model.")},
+                          self.step, self.out, self.world)
+            path = save_sharded_checkpoint(
+                self.out, step=self.step, tensors=tensors, data=self.data,
+                keep=self.loop.keep_checkpoints, configs=self.task.configs,
+                state={**self._loop_state(), "param_groups": groups})
+        else:
+            model_state, optim_state = full_state(self.wrapped, self.optimizer)
+            _check_finite(model_state, self.step, self.out, self.world)
             path = save_checkpoint(
                 self.out, step=self.step, weights=model_state, data=self.data,
                 keep=self.loop.keep_checkpoints, configs=self.task.configs,
-                state={"optimizer": optim_state, "scheduler": self.scheduler.state_dict(),
-                       "rng": _rng_state(), "micro": self.micro,
-                       "best_value": summary.best_value, "best_step": summary.best_step,
-                       "stale": self.stale, "world_size": self.world.size})
-            if improved:
-                mark_best(self.out, path, self.loop.eval_metric, summary.best_value)
+                state={**self._loop_state(), "optimizer": optim_state}
+            ) if self.world.main else None
+        if improved and self.world.main:
+            mark_best(self.out, path, self.loop.eval_metric, self.summary.best_value)
         barrier(self.world)
+
+    def _loop_state(self) -> dict[str, Any]:
+        """What `--resume` needs besides the weights and the optimizer's tensors."""
+        return {"scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
+                "micro": self.micro, "best_value": self.summary.best_value,
+                "best_step": self.summary.best_step, "stale": self.stale,
+                "world_size": self.world.size}
+
+
+def state_bytes(model: nn.Module) -> int:
+    """The model and AdamW state's size, gathered in one place: parameters x bytes per element
+    x (1 + optimizer slots)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) * (1 + OPTIMIZER_SLOTS)
 
 
 class BatchOrder:
@@ -436,15 +468,16 @@ def _skip_nonfinite(count: int, step: int, loss: float, patience: int, out: Path
     return count
 
 
-def _check_finite(weights: dict[str, torch.Tensor], step: int, out: Path) -> None:
+def _check_finite(weights: dict[str, torch.Tensor], step: int, out: Path, world: World) -> None:
     """Refuse to checkpoint non-finite weights: a bad checkpoint must never replace, or prune,
-    the last good one."""
+    the last good one. ``weights``: this rank's (shards, or the full state where only rank 0
+    holds it); every rank raises when any rank finds one."""
     broken = [k for k, v in weights.items() if v.is_floating_point() and
-              not bool(torch.isfinite(v).all())]
-    if broken:
-        raise DataError(f"the weights are not finite at step {step} ({', '.join(broken[:3])}"
-                        f"{' ...' if len(broken) > 3 else ''}); no checkpoint was written and "
-                        "the last good one is kept", path=out,
+              not bool(torch.isfinite(local_part(v)).all())]
+    if all_reduce(len(broken), world, op="max"):
+        named = f" ({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''})" if broken else ""
+        raise DataError(f"the weights are not finite at step {step}{named}; no checkpoint was "
+                        "written and the last good one is kept", path=out,
                         fix="lower --lr, then resume from the last good checkpoint")
 
 

@@ -33,8 +33,9 @@ class ObjectiveConfig(BaseModel):
     max_in_batch: int | None = Field(
         2048, ge=1, description="in-batch negatives: at most this many of the batch's "
         "positives, drawn at random (None = all; the cost is quadratic in batch tokens)")
-    nip_targets: Literal["all", "positive"] = Field(
-        "all", description="next-item targets: every event (ARGUS) or positives only")
+    nip_targets: Literal["all", "positive", "organic"] = Field(
+        "all", description="next-item targets: every event (ARGUS), positives only, or the "
+        "events the user chose (is_organic = organic; the feedback loss still sees all)")
     feedback_weight: float = Field(1.0, ge=0, description="weight of the feedback loss; "
                                    "0 = next-item only (SASRec)")
     feedback_weights: dict[str, float] | None = Field(
@@ -51,9 +52,14 @@ def target_positions(batch: Batch) -> Tensor:
 class PretrainObjective(nn.Module):
     """Next-item + feedback losses for one batch; returns the weighted sum and its parts."""
 
-    def __init__(self, cfg: ObjectiveConfig, model: ArgusModel, item_counts: Tensor) -> None:
+    def __init__(self, cfg: ObjectiveConfig, model: ArgusModel, item_counts: Tensor,
+                 organic: tuple[int, int] | None = None) -> None:
+        """``organic``: (context column, code) of is_organic = organic, for
+        ``nip_targets="organic"``."""
         super().__init__()
-        self.cfg = cfg
+        if cfg.nip_targets == "organic" and organic is None:
+            raise ValueError("nip_targets='organic' needs the is_organic context column")
+        self.cfg, self.organic = cfg, organic
         spec = model.spec
         kwargs = ({"num_uniform": cfg.num_uniform, "max_in_batch": cfg.max_in_batch}
                   if cfg.next_item_loss != "full" else {})
@@ -69,7 +75,12 @@ class PretrainObjective(nn.Module):
         (a DDP wrapper, whose forward synchronises gradients)."""
         out = (forward or model)(batch)
         sel = target_positions(batch)
-        nip_sel = sel & batch.positive if self.cfg.nip_targets == "positive" else sel
+        nip_sel = sel
+        if self.cfg.nip_targets == "positive":
+            nip_sel = sel & batch.positive
+        elif self.cfg.nip_targets == "organic":
+            column, code = self.organic
+            nip_sel = sel & (batch.context[..., column] == code)
         nip = self.next_item(out.user[nip_sel], batch.item[nip_sel], model.item_vectors,
                              model.temperature)
         loss, metrics = nip.loss, {"nip_loss": float(nip.loss.detach()), **nip.metrics}

@@ -9,9 +9,12 @@ torchrun; a process started without it is a world of one and nothing here does a
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         -m argusrec.cli pretrain DATA OUT --preset 1b --parallel fsdp
 
-Checkpoints stay one consolidated file whatever the sharding: every rank takes part in
-gathering the full model and optimizer state, rank 0 writes it, and a run resumes on any number
-of ranks by loading the full state and letting each rank keep its shard.
+Checkpoints come in two formats (argusrec.checkpoint). Consolidated: every rank takes part in
+gathering the full model and optimizer state (:func:`full_state`), rank 0 writes it, and a run
+resumes on any number of ranks by loading the full state and letting each rank keep its shard.
+Sharded, for state too large for one host: each rank hands over only its own shards
+(:func:`sharded_state`), torch.distributed.checkpoint writes them, and on resume each rank reads
+back the slices its shards cover, whatever world size wrote them (:func:`load_sharded_state`).
 """
 
 from __future__ import annotations
@@ -149,18 +152,68 @@ def load_full_state(model: nn.Module, state: dict, optimizer: torch.optim.Optimi
         set_optimizer_state_dict(model, optimizer, optim_state, options=options)
 
 
+def sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer
+                  ) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """This rank's part of the model and optimizer state, gathered nowhere.
+
+    Returns the tensors, flat by canonical name (``model.NAME``, ``optim.NAME.SLOT``): DTensor
+    shards under FSDP, whole tensors otherwise, the live ones (loading a checkpoint into them
+    fills them in place); and the optimizer's param groups (hyperparameters, and parameters by
+    canonical name), the same on every rank. A fresh optimizer's slots are created (zeros) so
+    that there is something to load into."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    tensors = {f"model.{key}": value for key, value in _canonical(model_state).items()}
+    for name, slots in optim_state["state"].items():
+        for slot, value in slots.items():
+            tensors[f"optim.{_canonical_key(name)}.{slot}"] = value
+    groups = [{**group, "params": [_canonical_key(p) for p in group["params"]]}
+              for group in optim_state["param_groups"]]
+    return tensors, groups
+
+
+def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer,
+                       tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> None:
+    """Load the tensors and param groups of :func:`sharded_state` (filled from a checkpoint)
+    into the model and optimizer, on every rank. A parameter with no ``optim.`` slots among
+    ``tensors`` gets no optimizer state, as in the run that saved them."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_state_dict
+
+    own = {_canonical_key(key): key for key in get_model_state_dict(model)}
+    model_state, optim_state = {}, {}
+    for key, value in tensors.items():
+        part, name = key.split(".", 1)
+        if part == "model":
+            model_state[own.get(name, name)] = value
+        else:
+            param, slot = name.rsplit(".", 1)
+            optim_state.setdefault(own.get(param, param), {})[slot] = value
+    groups = [{**group, "params": [own.get(p, p) for p in group["params"]]}
+              for group in param_groups]
+    set_state_dict(model, optimizer, model_state_dict=model_state,
+                   optim_state_dict={"state": optim_state, "param_groups": groups})
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor; any other tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 _WRAPPERS = ("._orig_mod", ".block")
 
 
+def _canonical_key(key: str) -> str:
+    """A state-dict key without the wrappers' extra levels (compile, checkpointing)."""
+    for wrapper in _WRAPPERS:
+        key = key.replace(wrapper + ".", ".")
+    return key
+
+
 def _canonical(state: dict) -> dict:
-    """State-dict keys without the wrappers' extra levels (compile, checkpointing), so a
-    checkpoint loads into a plain model."""
-    out = {}
-    for key, value in state.items():
-        for wrapper in _WRAPPERS:
-            key = key.replace(wrapper + ".", ".")
-        out[key] = value
-    return out
+    """State-dict keys without the wrappers' extra levels, so a checkpoint loads into a plain
+    model."""
+    return {_canonical_key(key): value for key, value in state.items()}
 
 
 def _wrapped_keys(model: nn.Module, state: dict) -> dict:

@@ -220,6 +220,17 @@ class PreparedData:
         counts[table["index"].to_numpy()] = table[column].to_numpy()
         return counts
 
+    def item_counts_where(self, field: str, value: str) -> np.ndarray:
+        """(V+1,) training-period counts of the events whose context ``field`` is ``value``
+        (one pass over the shards), for the logQ correction of targets chosen by context."""
+        code = self.info.fields.context[field].values.index(value) + 1
+        counts = np.zeros(self.num_items + 1, dtype=np.int64)
+        for shard in self.shards:
+            ev = shard.events
+            keep = (np.asarray(ev["split"]) == TRAIN) & (np.asarray(ev[f"ctx_{field}"]) == code)
+            counts += np.bincount(np.asarray(ev["item"])[keep], minlength=len(counts))
+        return counts
+
     def user_events(self, user: int) -> dict[str, np.ndarray]:
         """All stored events of one user (global index), as arrays; a slow, plain accessor."""
         row = self.users().row(user, named=True)

@@ -8,7 +8,9 @@ larger of the two spreads is called a tie. The groups (ARGUS arXiv 2507.15994, "
 
 - ``objectives``: ARGUS (every event, next-item + feedback prediction), without the feedback
   head, without context, full ARGUS (three tokens per event), SASRec (positives only,
-  next-item only), and no pretraining at all;
+  next-item only), and no pretraining at all; and three arms that diagnose ARGUS against
+  SASRec: next-item targets on positives only or on organic events only (all events still in
+  the input and the feedback loss), and the feedback head given h_{t-1} * item_t;
 - ``encoders``: the transformer against HSTU at the same encoder parameter count;
 - ``sizes``: four model sizes over two orders of magnitude, equal training tokens (the
   paper's uplift and entropies against log10(parameters), with a fitted line);
@@ -129,6 +131,11 @@ def arms(cfg: StudyConfig, data: PreparedData) -> list[Arm]:
                 Arm("objectives", "full-argus", {"model.variant": "full"},
                     pretrain_only=True),
                 Arm("objectives", "sasrec", sasrec_overrides()),
+                # diagnosis arms: which of SASRec's differences from ARGUS matters
+                Arm("objectives", "argus-nip-positive", {"objective.nip_targets": "positive"}),
+                Arm("objectives", "argus-nip-organic", {"objective.nip_targets": "organic"}),
+                Arm("objectives", "argus-feedback-interaction",
+                    {"model.feedback_interaction": True}),
                 Arm("objectives", "no-pretraining", None, {"from_scratch": True})]
     if "encoders" in cfg.groups:
         width = hstu_width(base.model_copy(update={"encoder": "hstu"}),
@@ -212,11 +219,31 @@ def _what(spec: dict) -> dict:
 
 
 def _reused(path: Path, spec: dict) -> dict | None:
-    """A finished run's recorded result, if it ran with ``spec`` (placement aside)."""
+    """A finished run's recorded result, if it ran with ``spec`` (placement aside; a field
+    added to the configs since, at its default, does not count as a change)."""
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
-    return saved["result"] if _what(saved.get("spec", {})) == _what(spec) else None
+    saved = _what(json.loads(path.read_text()).get("spec", {}))
+    defaults = {"pretrain": _dumped(TrainConfig()), "finetune": _dumped(FinetuneConfig())}
+    new = _missing_as_default(saved, _what(spec), defaults)
+    return json.loads(path.read_text())["result"] if saved == new else None
+
+
+def _dumped(config: BaseModel) -> dict:
+    return json.loads(json.dumps(config.model_dump(), default=str))
+
+
+def _missing_as_default(saved: dict, new: dict, defaults: dict) -> dict:
+    """``new`` without the keys that ``saved`` lacks and that hold their default."""
+    out = {}
+    for key, value in new.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if key not in saved and key in (defaults or {}) and default == value:
+            continue
+        if isinstance(value, dict) and isinstance(saved.get(key), dict):
+            value = _missing_as_default(saved[key], value, default or {})
+        out[key] = value
+    return out
 
 
 def _write(path: Path, payload: dict) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_serializer, field_validator)
@@ -19,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from argusrec.checkpoint import Checkpoint
 from argusrec.device import resolve_device
 from argusrec.errors import DataError
+from argusrec.events import IS_ORGANIC as ORGANIC
 from argusrec.evaluate import evaluate_model
 from argusrec.fit import Loop, StepResult, Task, TrainSummary, fit, resumed_config
 from argusrec.loader import SequenceDataset, collate
@@ -62,6 +64,12 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one "
                                   "is kept as well)")
+    checkpoint_format: Literal["auto", "consolidated", "sharded"] = Field(
+        "auto", description="consolidated: rank 0 gathers the full model and optimizer state "
+        "into one safetensors file; sharded: every rank writes its own shards with "
+        "torch.distributed.checkpoint, nothing gathered (state too large for one host; resumes "
+        "on any world size); auto: sharded for an FSDP run whose state would fill over half of "
+        "one host's memory, else consolidated")
     eval_every: int = Field(0, ge=0, description="steps between validation runs; 0 = none")
     eval_metric: str = Field("NDCG@10", description="validation metric to maximise")
     eval_max_users: int | None = Field(None, ge=1, description="validate on the first users "
@@ -129,7 +137,7 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> ArgusModel:
 RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
              "keep_checkpoints", "log_every", "threads", "num_workers", "device",
              "eval_max_users", "nonfinite_patience", "parallel", "activation_checkpointing", "compile",
-             "optim.grad_accum")
+             "optim.grad_accum", "checkpoint_format")
 
 
 def resume_config(ckpt: Checkpoint, given: TrainConfig | None) -> TrainConfig:
@@ -167,6 +175,25 @@ def validate(model: ArgusModel, data: PreparedData, cfg: TrainConfig) -> float:
     return float(results[cfg.eval_metric])
 
 
+
+def target_counts(cfg: TrainConfig, data: PreparedData) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The next-item targets' item counts (for the logQ correction) and, for
+    ``nip_targets="organic"``, the (context column, code) that marks an organic event."""
+    targets = cfg.objective.nip_targets
+    if targets != "organic":
+        return data.item_counts(positives=targets == "positive" or cfg.positives_only), None
+    fields = data.info.fields.context
+    if ORGANIC not in fields or "organic" not in fields[ORGANIC].values:
+        raise DataError("objective.nip_targets is 'organic' but the data has no is_organic "
+                        "context with the value 'organic'", path=data.path,
+                        fix="prepare a log with an is_organic column, or use "
+                            "--objective.nip_targets all")
+    if cfg.positives_only:
+        raise DataError("objective.nip_targets 'organic' cannot be combined with positives_only",
+                        fix="choose one of the two")
+    code = fields[ORGANIC].values.index("organic") + 1
+    return data.item_counts_where(ORGANIC, "organic"), (sorted(fields).index(ORGANIC), code)
+
 def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = None, *,
              resume: bool = False, init_from: str | Path | None = None,
              progress: bool = True, stop_after: int | None = None) -> TrainSummary:
@@ -198,9 +225,9 @@ def pretrain(data_path: str | Path, out: str | Path, cfg: TrainConfig | None = N
     if init_from is not None and ckpt is None:
         warm_start(model, init_from, data)
     model = model.to(device)
-    counts = torch.from_numpy(data.item_counts(positives=cfg.objective.nip_targets ==
-                                               "positive" or cfg.positives_only)).float()
-    objective = PretrainObjective(cfg.objective, model, counts).to(device)
+    counts, organic = target_counts(cfg, data)
+    objective = PretrainObjective(cfg.objective, model, torch.from_numpy(counts).float(),
+                                  organic=organic).to(device)
 
     def step(model: ArgusModel, wrapped, batch) -> StepResult:
         result = objective(model, batch, forward=wrapped)
