@@ -395,6 +395,27 @@ def test_table_csv_directory_without_timestamp(tmp_path: Path) -> None:
         (2, 12, 0, "interaction", 1, 1), (1, 13, 2, "interaction", 1, 2)]
 
 
+def test_table_hive_partitions_as_spark_writes_them(tmp_path: Path) -> None:
+    root = tmp_path / "events"
+    for day, rows in (("2024-01-02", {"u": [2], "i": [12], "ts": [20]}),
+                      ("2024-01-01", {"u": [1, 1], "i": [10, 11], "ts": [5, 6]})):
+        part = root / f"date={day}" / "region=eu"
+        part.mkdir(parents=True)
+        pl.DataFrame(rows).write_parquet(part / "part-00000-abc.snappy.parquet")
+        (part / ".part-00000-abc.snappy.parquet.crc").write_bytes(b"crc")
+    (root / "_SUCCESS").write_text("")
+    (root / "_temporary" / "0").mkdir(parents=True)
+    pl.DataFrame({"u": [9], "i": [9], "ts": [9]}).write_parquet(root / "_temporary" / "0" / "x.parquet")
+    mapping = {"user": "u", "item": "i", "timestamp": "ts"}
+    log = read_events(root, columns={**mapping, "context:region": "region"}, ignore_extra=True)
+    assert [Path(s).parent.parent.name for s in log.sources] == ["date=2024-01-01",
+                                                                  "date=2024-01-02"]
+    assert canonical(log).select("user", "item", "region", "_source", "_row").rows() == [
+        (1, 10, "eu", 0, 1), (1, 11, "eu", 0, 2), (2, 12, "eu", 1, 1)]
+    with pytest.raises(DataError, match="not in the mapping: date, region"):
+        read_events(root, columns=mapping)
+
+
 def test_table_errors(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("uid,iid,ts,note\n1,10,100,x\n2,11,200,y\n")

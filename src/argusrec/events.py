@@ -98,6 +98,10 @@ class EventLog:
     source_columns: dict[str, str] = field(default_factory=dict, hash=False)
     # feedback read from a percentage column (Yambda's played_ratio_pct), divided by 100
     percent: tuple[str, ...] = ()
+    # one frame per source whose concatenation is ``frame``, where each source's rows do not
+    # depend on the others' (not with positions for timestamps): a distributed reader
+    # (argusrec.spark_prepare) reads them piece by piece; empty means ``frame`` is one piece
+    parts: tuple[pl.LazyFrame, ...] = field(default=(), hash=False, compare=False)
 
     def source_column(self, name: str) -> str:
         """What the input calls the canonical column ``name``."""

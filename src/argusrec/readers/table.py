@@ -70,14 +70,47 @@ def positions() -> pl.Expr:
 
 
 def table_files(path: Path) -> list[Path]:
-    """The Parquet/CSV files a table path stands for: itself, or a directory's files by name."""
+    """The Parquet/CSV files a table path stands for: itself, or a directory's files, with
+    those inside Hive partition directories (``date=2024-01-01/part-0.parquet``, as Spark and
+    Hive write them), in the order of their paths. Names starting with ``_`` or ``.`` (Spark's
+    ``_SUCCESS``, ``.crc`` files, an unfinished ``_temporary``) are not data."""
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TABLE_SUFFIXES)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TABLE_SUFFIXES
+                   and hive_values(path, p) is not None)
     if not files:
         raise DataError("directory holds no .parquet, .csv or .tsv files", path=path,
-                        fix="point at a Parquet/CSV file or a directory of them")
+                        fix="point at a Parquet/CSV file, a directory of them, or a directory "
+                            "of Hive partitions (key=value/part-*.parquet)")
     return files
+
+
+def hive_values(root: Path, file: Path) -> dict[str, str] | None:
+    """The Hive partition values in ``file``'s path below ``root`` (``{"date": "2024-01-01"}``
+    for ``date=2024-01-01/part-0.parquet``); None for a file that is not data: hidden, or in
+    a directory that is not a partition."""
+    *directories, name = file.relative_to(root).parts
+    if any(part.startswith(("_", ".")) for part in (*directories, name)):
+        return None
+    values = {}
+    for part in directories:
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            return None
+        values[key] = value
+    return values
+
+
+def with_partition_columns(lf: pl.LazyFrame, root: Path, file: Path) -> pl.LazyFrame:
+    """``lf`` with its file's Hive partition values as text columns (mappable like any
+    column: ``context:region=region``; ``ignore_extra`` drops them)."""
+    values = hive_values(root, file) if root.is_dir() else {}
+    clash = [k for k in values or {} if k in lf.collect_schema().names()]
+    if clash:
+        raise DataError(f"the partition key {shown(clash[0])} is also a column of the file",
+                        path=file, column=clash[0],
+                        fix="rename the partition directories or the column")
+    return lf.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in (values or {}).items())
 
 
 def scan_table(path: Path, sep: str | None = None) -> pl.LazyFrame:
@@ -172,7 +205,8 @@ def read_table(path: str | Path, columns: Mapping[str, str], *, sep: str | None 
     """Read Parquet/CSV events (a file or a directory of files) through a column mapping.
 
     Args:
-        path: a .parquet/.csv/.tsv file, or a directory of them (each file is one source).
+        path: a .parquet/.csv/.tsv file, or a directory of them or of Hive partitions
+            (each file is one source; partition keys become text columns).
         columns: canonical name -> source column (see the module docstring for the keys).
         sep: CSV field separator (default ',' or tab for .tsv).
         ignore_extra: drop source columns the mapping does not name instead of failing.
@@ -184,7 +218,8 @@ def read_table(path: str | Path, columns: Mapping[str, str], *, sep: str | None 
     frames: list[pl.LazyFrame] = []
     for index, file in enumerate(files):
         with reading([file], sep=sep):
-            frame = _canonical(scan_table(file, sep), columns, roles, file, index, ignore_extra,
+            frame = _canonical(with_partition_columns(scan_table(file, sep), path, file),
+                               columns, roles, file, index, ignore_extra,
                                untyped=file.suffix != ".parquet")
             if frames and frame.collect_schema() != frames[0].collect_schema():
                 raise DataError(
@@ -198,7 +233,7 @@ def read_table(path: str | Path, columns: Mapping[str, str], *, sep: str | None 
         if not any(has_rows(f) for f in frames):
             raise no_events(path)
     return _event_log(pl.concat(frames, how="vertical"), tuple(str(f) for f in files), roles,
-                      source_of)
+                      source_of, parts=frames)
 
 
 def is_frame(source: Any) -> bool:
@@ -309,20 +344,26 @@ def _names(names: list[str], limit: int = 20) -> str:
 
 
 def _event_log(lf: pl.LazyFrame, sources: tuple[str, ...],
-               roles: dict[str, tuple[str, str]], source_of: dict[str, str]) -> EventLog:
-    """The table EventLog of converted sources: positions for a missing timestamp, the default
-    event type, canonical column order."""
+               roles: dict[str, tuple[str, str]], source_of: dict[str, str],
+               parts: list[pl.LazyFrame] = ()) -> EventLog:
+    """The table EventLog of converted sources (``parts``: each source's frame, whose
+    concatenation is ``lf``): positions for a missing timestamp, the default event type,
+    canonical column order."""
     has_time = TIMESTAMP in roles
     if not has_time:
         lf = lf.with_columns(positions().alias(TIMESTAMP))
+        parts = ()  # a position counts the user's events in every source before it
     if EVENT_TYPE not in roles:
-        lf = lf.with_columns(pl.lit("interaction", dtype=pl.String).alias(EVENT_TYPE))
+        default = pl.lit("interaction", dtype=pl.String).alias(EVENT_TYPE)
+        lf = lf.with_columns(default)
+        parts = [part.with_columns(default) for part in parts]
     log = EventLog(frame=lf, sources=sources,
                    context=tuple(n for n, (r, _) in roles.items() if r == "context"),
                    feedback=tuple(n for n, (r, _) in roles.items() if r == "feedback"),
                    extra=tuple(n for n, (r, _) in roles.items() if r == "extra"),
                    has_time=has_time, format="table", source_columns=source_of,
-                   percent=tuple(n for n, (_, k) in roles.items() if k == "percent"))
+                   percent=tuple(n for n, (_, k) in roles.items() if k == "percent"),
+                   parts=tuple(parts))
     return finish(log)
 
 
@@ -330,7 +371,9 @@ def finish(log: EventLog, frame: pl.LazyFrame | None = None,
            items: ItemFeatures | None = None) -> EventLog:
     """``log`` with its frame's columns put in the canonical order (``EventLog.columns``)."""
     lf = (log.frame if frame is None else frame).select(log.columns)
-    return dataclasses.replace(log, frame=lf, items=log.items if items is None else items)
+    parts = tuple(part.select(log.columns) for part in log.parts)
+    return dataclasses.replace(log, frame=lf, items=log.items if items is None else items,
+                               parts=parts)
 
 
 def null_column(name: str, dtype: pl.DataType) -> pl.Expr:

@@ -61,7 +61,8 @@ def _parts(entry: Path) -> list[Path]:
     """The Parquet files behind one Yambda name: the file itself or a directory's parts."""
     if entry.is_file():
         return [entry]
-    parts = sorted(p for p in entry.rglob("*.parquet") if p.is_file())
+    parts = sorted(p for p in entry.rglob("*.parquet") if p.is_file()
+                   and not any(q.startswith(("_", ".")) for q in p.relative_to(entry).parts))
     if not parts:
         raise DataError("directory holds no .parquet parts", path=entry,
                         fix="point at a directory of Parquet files")
@@ -253,5 +254,5 @@ def read_yambda(path: str | Path) -> EventLog:
     )
     log = EventLog(frame=pl.LazyFrame(), sources=tuple(sources), context=log.context,
                    feedback=feedback, extra=extra, format="yambda",
-                   source_columns=SOURCE_COLUMNS, percent=("played_ratio",))
+                   source_columns=SOURCE_COLUMNS, percent=("played_ratio",), parts=tuple(frames))
     return finish(log, pl.concat(frames, how="vertical"), items)
