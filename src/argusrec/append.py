@@ -22,22 +22,23 @@ from the base otherwise, new items then having none. Not carried across the boun
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from argusrec.errors import DataError
 from argusrec.events import ITEM, TIMESTAMP, USER, EventLog, feedback_kind
 from argusrec.readers import source_name
 from argusrec.sequences import GAP, TEST, TRAIN, VAL, PreparedData, Shard
-from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _partition,
-                             _ShardStats, _split_boundaries, _vocabularies, clean_bucket,
-                             finish_dataset)
+from argusrec.engines import Engine, PolarsEngine
+from argusrec.stages import (Counters, PrepareSummary, ShardResult, _attach_item_features,
+                             _Encoder, _ShardStats, _split_boundaries, bucket_directories,
+                             bucket_number, clean_bucket, finish_dataset, in_seconds,
+                             read_bucket, user_bucket, write_bucket_shard)
 
 if TYPE_CHECKING:  # only for annotations: argusrec.prepare imports this module
     from argusrec.prepare import PrepareConfig, SplitConfig
@@ -46,7 +47,7 @@ ROUTE = "_route"
 
 
 def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: PrepareConfig,
-                progress: bool) -> PrepareSummary:
+                progress: bool, engine: Engine | None = None) -> PrepareSummary:
     """Merge the events of ``log`` into ``base``, writing the new dataset into ``tmp``."""
     if config.split.kind != base.info.split.kind:
         raise DataError(f"the base dataset uses a {base.info.split.kind} split, not "
@@ -59,33 +60,28 @@ def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: Pr
             raise DataError(f"the base dataset's {column} ids are {table[column].dtype}, the "
                             f"new events' are {schema[column]}", path=log.sources[0],
                             column=column, fix=f"map the same {column} column as for the base")
+    engine = engine or PolarsEngine()
     n_shards = len(base.shards)
-    routed = log.frame.join(base_users.lazy().rename({"shard": ROUTE}), on=USER, how="left")
+    route = partial(_routed, users=base_users.rename({"shard": ROUTE}))
     key = (pl.when(pl.col(ROUTE) >= 0).then(pl.col(ROUTE))
-           .otherwise(pl.col(USER).hash(seed=17) % n_shards))
-    new_total, buckets = _partition(dataclasses.replace(log, frame=routed), tmp, config,
-                                    progress, key=key, n_buckets=n_shards)
-    scan = pl.scan_parquet(buckets / "**" / "*.parquet")
+           .otherwise(user_bucket(n_shards)))
+    new_total, buckets = engine.partition(log, tmp, config, progress, key=key,
+                                          n_buckets=n_shards, route=route)
+    scan = pl.scan_parquet(buckets / "**" / "*.parquet", hive_partitioning=False)
     bounds = _split_boundaries(_all_timestamps(base, scan, config.split), config.split,
                                base.info.counts.events + new_total)
     kept = scan if bounds.get("test_end") is None else scan.filter(
         pl.col(TIMESTAMP) < bounds["test_end"])
-    vocab = _vocabularies(kept, log).keeping(base)
-    encode = _Encoder(log, config, bounds, vocab)
+    vocab = engine.vocabularies(kept, log, buckets, bounds.get("test_end")).keeping(base)
     stats = _ShardStats(len(vocab.items))
-    files = {int(p.parent.name.split("=")[-1]): p for p in buckets.rglob("*.parquet")}
-    columns = _columns(base, log)
-    for s, entry in enumerate(tqdm(base.info.shards, desc="append: shards", unit="shard",
-                                   disable=not progress)):
-        new = None
-        if s in files:
-            df = clean_bucket(pl.read_parquet(files[s]).drop(ROUTE), log, config, stats)
-            new, _ = encode(df, s)
-        # opened here and let go after: a shard's mapped pages do not stay resident
-        arrays = merge_shard(Shard.open(base.path / entry.dir), new, columns, bounds,
-                             config)
-        stats.write(tmp, arrays, _user_table(arrays, vocab.users))
-        del arrays
+    work = partial(_append_shard, tmp=tmp, base_path=base.path, log=log, config=config,
+                   encode=_Encoder(log, config, bounds, vocab), bounds=bounds,
+                   columns=_columns(base, log), users=vocab.users,
+                   schema=in_seconds(route(log.frame), log, config).collect_schema(),
+                   buckets={bucket_number(d): d for d in bucket_directories(buckets)})
+    for result in engine.map(work, [(s, entry.dir) for s, entry in enumerate(base.info.shards)],
+                             desc="append: shards", progress=progress):
+        stats.record(tmp, result)
     shutil.rmtree(buckets)
     fields = base.info.fields.model_dump()
     features = log.items
@@ -111,6 +107,32 @@ def append_into(log: EventLog, source, base: PreparedData, tmp: Path, config: Pr
                              base.info.counts.events + new_total, source_meta)
     summary.read_events = new_total
     return summary
+
+
+def _routed(frame: pl.LazyFrame, users: pl.DataFrame) -> pl.LazyFrame:
+    """``frame`` with each event's shard in the base (null for a user new to it)."""
+    return frame.join(users.lazy(), on=USER, how="left")
+
+
+def _append_shard(task: tuple[int, str], *, tmp: Path, base_path: Path, log: EventLog,
+                  config: PrepareConfig, encode: _Encoder, bounds: dict, columns: dict,
+                  users: pl.DataFrame, schema: pl.Schema, buckets: dict[int, Path]
+                  ) -> ShardResult:
+    """Base shard ``task`` = (number, directory) merged with its users' new events and
+    written (where the engine runs it: here, or on a Spark executor)."""
+    number, directory = task
+    counters, new = Counters(), None
+    if number in buckets:
+        df = clean_bucket(read_bucket(buckets[number], schema).drop(ROUTE), log, config,
+                          counters)
+        new, _ = encode(df, number)
+    # opened here and let go after: a shard's mapped pages do not stay resident
+    arrays = merge_shard(Shard.open(base_path / directory), new, columns, bounds, config)
+    result = write_bucket_shard(tmp, f"shards/_base{number}", arrays,
+                                _user_table(arrays, users))
+    result.duplicates_dropped = counters.duplicates_dropped
+    result.reactions_merged = counters.reactions_merged
+    return result
 
 
 def _all_timestamps(base: PreparedData, scan: pl.LazyFrame,

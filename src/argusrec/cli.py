@@ -124,6 +124,7 @@ _Split = _choice("Split", "test", "val", "train")
 _Which = _choice("Which", "latest", "best")
 _RankLoss = _choice("RankLoss", "YetiRank", "PairLogit")
 _TimeUnit = _choice("TimeUnit", "s", "ms", "us", "ns")
+_Engine = _choice("Engine", "polars", "spark")
 
 
 def _int_list(minimum: int):
@@ -302,6 +303,13 @@ def prepare(
         "--append", help="With --base: SOURCE holds only the new events; merge them into "
         "the base's shards (the base is never modified).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    engine: Annotated[_Engine, typer.Option(
+        help="polars: this process; spark: read, vocabularies and shards as Spark jobs "
+        "(pip install 'argusrec[spark]'), for logs beyond one machine. Both write the same "
+        "dataset.")] = _Engine.polars,
+    spark_master: Annotated[Optional[str], typer.Option(
+        help="--engine spark: the master URL, e.g. local[8] or spark://host:7077 (default: "
+        "spark-submit's, else local[*]).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Validate an event log, map ids, sort, split, and write per-user sequence shards.
@@ -312,6 +320,10 @@ def prepare(
 
     Every day: `argus prepare TODAY.parquet DATA-2 --base DATA-1 --append` reads only the
     new events and writes a new dataset with the old codes kept.
+
+    Beyond one machine: `spark-submit $(python -c 'import argusrec.cli as c; print(c.__file__)')
+    prepare LOG OUT --engine spark` (or --spark-master URL); OUT on a file system every
+    executor sees (docs/scale.md).
     """
     from argusrec.prepare import PrepareConfig, prepare as run
     from argusrec.sequences import PreparedData
@@ -329,7 +341,7 @@ def prepare(
     fields = dict(prepared_base.info.config) if prepared_base is not None else {}
     cfg = PrepareConfig(**configs.apply_overrides({**fields, **_load_yaml(config)}, flags))
     summary = run(source, out, cfg, base=prepared_base, append=append, overwrite=overwrite,
-                  progress=not quiet)
+                  progress=not quiet, engine=engine.value, spark_master=spark_master)
     typer.echo(_prepare_report(summary))
 
 

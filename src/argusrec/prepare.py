@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tqdm.auto import tqdm
 
 from argusrec.append import append_into
 from argusrec.atomic import replace_dir, sweep_stale, temp_sibling
@@ -31,9 +31,10 @@ from argusrec.errors import DataError
 from argusrec.events import TIMESTAMP, EventLog, feedback_kind
 from argusrec.readers import read_events, source_name
 from argusrec.sequences import PreparedData
-from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _partition,
-                             _ShardStats, _split_boundaries, _vocabularies, clean_bucket,
-                             finish_dataset)
+from argusrec.engines import Engine, PolarsEngine, engine_for
+from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _ShardStats,
+                             _split_boundaries, bucket_directories, finish_dataset, in_seconds,
+                             prepare_bucket)
 
 
 class SplitConfig(BaseModel):
@@ -113,6 +114,8 @@ def prepare(
     append: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    engine: str | Engine = "polars",
+    spark_master: str | None = None,
 ) -> PrepareSummary:
     """Prepare an event log into the dataset directory ``out``.
 
@@ -127,7 +130,12 @@ def prepare(
     With ``append`` too, ``source`` holds only the new events, which are merged into
     ``base``'s shards (argusrec.append); ``base`` is never modified. ``config`` defaults to
     ``base``'s.
+
+    ``engine`` "spark" does the work that grows with the log on Spark (argusrec.engines;
+    ``spark_master`` or the spark-submit configuration, local[*] by default) and writes the
+    same dataset as "polars".
     """
+    engine = engine_for(engine, spark_master)
     if isinstance(base, (str, Path)):
         base = PreparedData(base)
     if append and base is None:
@@ -150,9 +158,9 @@ def prepare(
                         fix="choose a directory you can write to") from None
     try:
         if append:
-            summary = append_into(log, source, base, tmp, config, progress)
+            summary = append_into(log, source, base, tmp, config, progress, engine)
         else:
-            summary = _prepare_into(log, source, tmp, config, progress, base)
+            summary = _prepare_into(log, source, tmp, config, progress, base, engine)
         replace_dir(tmp, out)  # --overwrite: the old dataset goes only once the new one is in
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -189,27 +197,27 @@ def _inside(path: Path, out: Path) -> bool:
 
 
 def _prepare_into(log: EventLog, source, tmp: Path, config: PrepareConfig, progress: bool,
-                  base: PreparedData | None = None) -> PrepareSummary:
-    total, buckets = _partition(log, tmp, config, progress)
-    scan = pl.scan_parquet(buckets / "**" / "*.parquet")
-    bounds = _split_boundaries(scan, config.split, total, log)
-    kept = scan if bounds.get("test_end") is None else scan.filter(
-        pl.col(TIMESTAMP) < bounds["test_end"])
-    vocab = _vocabularies(kept, log)
-    if base is not None:
-        vocab = vocab.keeping(base)
+                  base: PreparedData | None = None, engine: Engine | None = None
+                  ) -> PrepareSummary:
+    engine = engine or PolarsEngine()
     if config.merge_reactions and not {"like", "dislike"} & set(log.feedback):
         raise DataError("--merge-reactions needs like or dislike events", path=log.sources[0],
                         fix="drop the option: this log has no reactions to merge")
+    total, buckets = engine.partition(log, tmp, config, progress)
+    scan = pl.scan_parquet(buckets / "**" / "*.parquet", hive_partitioning=False)
+    bounds = _split_boundaries(scan, config.split, total, log)
+    kept = scan if bounds.get("test_end") is None else scan.filter(
+        pl.col(TIMESTAMP) < bounds["test_end"])
+    vocab = engine.vocabularies(kept, log, buckets, bounds.get("test_end"))
+    if base is not None:
+        vocab = vocab.keeping(base)
     encode = _Encoder(log, config, bounds, vocab)
     stats = _ShardStats(len(vocab.items))
-    for shard_no, path in enumerate(tqdm(sorted(buckets.rglob("*.parquet")),
-                                         desc="prepare: shards", unit="shard",
-                                         disable=not progress)):
-        df = clean_bucket(pl.read_parquet(path), log, config, stats)
-        arrays, user_table = encode(df, shard_no)
-        stats.write(tmp, arrays, user_table)
-        path.unlink()
+    work = partial(prepare_bucket, tmp=tmp, log=log, config=config, encode=encode,
+                   schema=in_seconds(log.frame, log, config).collect_schema())
+    for result in engine.map(work, bucket_directories(buckets), desc="prepare: shards",
+                             progress=progress):
+        stats.record(tmp, result)
     shutil.rmtree(buckets)
     items = vocab.items.with_columns(
         pl.Series("train_count", stats.train_count[1:]),

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
@@ -117,20 +117,35 @@ class Vocabularies:
 
 def _vocabularies(kept: pl.LazyFrame, log: EventLog) -> Vocabularies:
     """Sorted unique users, items, event types and context values of the kept events."""
-    string_contexts = [c for c in log.context if c != IS_ORGANIC]
+    string_contexts = text_contexts(log)
     queries = [kept.select(pl.col(USER).unique().sort()),
                kept.select(pl.col(ITEM).unique().sort()),
                kept.select(pl.col(EVENT_TYPE).unique().sort())]
     queries += [kept.select(pl.col(c).drop_nulls().unique().sort()) for c in string_contexts]
     users, items, event_types, *context_values = pl.collect_all(queries)
-    context = {IS_ORGANIC: ["organic", "recommendation"]} if IS_ORGANIC in log.context else {}
-    context.update({c: v[c].to_list() for c, v in zip(string_contexts, context_values)})
+    return vocabularies_of(users, items, event_types[EVENT_TYPE].to_list(),
+                           {c: v[c].to_list() for c, v in zip(string_contexts, context_values)},
+                           log)
+
+
+def vocabularies_of(users: pl.DataFrame, items: pl.DataFrame, event_types: list,
+                    context: dict[str, list], log: EventLog) -> Vocabularies:
+    """The vocabularies of the sorted unique users, items, event types and values of the
+    text context fields (however an engine found them)."""
+    context = {IS_ORGANIC: ["organic", "recommendation"], **context} if (
+        IS_ORGANIC in log.context) else dict(context)
     return Vocabularies(
         users=users.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32)),
         items=items.with_row_index("index", offset=1).with_columns(
             pl.col("index").cast(pl.Int32)),
-        event_types=[v for v in event_types[EVENT_TYPE].to_list() if v is not None],
+        event_types=[v for v in event_types if v is not None],
         context=context)
+
+
+def text_contexts(log: EventLog) -> list[str]:
+    """The context fields whose values get codes from the vocabulary (is_organic's are
+    fixed)."""
+    return [c for c in log.context if c != IS_ORGANIC]
 
 
 def _extend_ids(old: pl.DataFrame, new: pl.DataFrame, column: str, where: Path, *,
@@ -154,48 +169,76 @@ def _extend_ids(old: pl.DataFrame, new: pl.DataFrame, column: str, where: Path, 
     return pl.concat([old, fresh.select("index", column)])
 
 
-def _partition(log: EventLog, tmp: Path, config: PrepareConfig, progress: bool,
-               key: pl.Expr | None = None, n_buckets: int | None = None) -> tuple[int, Path]:
-    """Sink the log into ``tmp/_buckets``, one directory per bucket of ``key`` (default a hash
-    of the user id into enough buckets of ``shard_events``); (events, directory).
+Route = Callable[[pl.LazyFrame], pl.LazyFrame]
 
-    Timestamps in ``config.timestamp_unit`` become whole seconds on the way (events of one
-    second then keep their input order), and the values of the whole log are checked
-    (readers.values.check_values) before anything else is written.
-    """
-    frame = log.frame
+
+def in_seconds(frame: pl.LazyFrame, log: EventLog, config: PrepareConfig) -> pl.LazyFrame:
+    """``frame`` with timestamps in ``config.timestamp_unit`` turned into whole seconds
+    (events of one second then keep their input order)."""
     factor = TIMESTAMP_UNITS[config.timestamp_unit]
     if factor > 1 and not log.has_time:
         raise DataError(f"timestamp_unit '{config.timestamp_unit}' given, but this "
                         f"{log.format} log has no timestamps (its events are numbered by "
                         "position)", path=log.sources[0], fix="drop --timestamp-unit")
-    if factor > 1:
-        frame = frame.with_columns(pl.col(TIMESTAMP) // factor)
+    return frame.with_columns(pl.col(TIMESTAMP) // factor) if factor > 1 else frame
+
+
+def count_events(frame: pl.LazyFrame, log: EventLog, tmp: Path) -> int:
     try:
-        total = int(log.frame.select(pl.len()).collect().item())
+        return int(frame.select(pl.len()).collect().item())
     except READ_ERRORS as e:
         raise _polars_error(log, e, tmp) from None
+
+
+def bucket_count(total: int, log: EventLog, config: PrepareConfig) -> int:
     if total == 0:
         raise DataError("no events", path=log.sources[0], fix="check the input file")
-    n_buckets = n_buckets or max(1, math.ceil(total / config.shard_events))
+    return max(1, math.ceil(total / config.shard_events))
+
+
+def user_bucket(n_buckets: int) -> pl.Expr:
+    """The bucket of each event's user: a hash of the id (the same in every engine, as
+    both evaluate it with polars)."""
+    return pl.col(USER).hash(seed=17) % n_buckets
+
+
+def check_buckets(buckets: Path, log: EventLog, config: PrepareConfig) -> None:
+    """The values of the whole log checked (readers.values.check_values), on the buckets
+    just written, before anything else is."""
+    check_values(pl.scan_parquet(buckets / "**" / "*.parquet", hive_partitioning=False), log,
+                 extra_event_types=config.extra_event_types,
+                 timestamp_unit=config.timestamp_unit)
+
+
+def _partition(log: EventLog, tmp: Path, config: PrepareConfig, progress: bool,
+               key: pl.Expr | None = None, n_buckets: int | None = None,
+               route: Route | None = None) -> tuple[int, Path]:
+    """Sink the log into ``tmp/_buckets``, one directory per bucket of ``key`` (default a hash
+    of the user id into enough buckets of ``shard_events``); (events, directory).
+
+    ``route`` adds the columns ``key`` needs (append: each user's shard in the base).
+    Timestamps become seconds on the way (:func:`in_seconds`), and the values of the whole log
+    are checked before anything else is written.
+    """
+    frame = in_seconds(route(log.frame) if route else log.frame, log, config)
+    total = count_events(log.frame, log, tmp)
+    n_buckets = n_buckets or bucket_count(total, log, config)
     buckets = tmp / "_buckets"
     _say(progress, f"prepare: {total:,} events from {len(log.sources)} file(s) ({log.format}); "
          f"partitioning into {n_buckets} shard(s)")
-    key = key if key is not None else pl.col(USER).hash(seed=17) % n_buckets
+    key = key if key is not None else user_bucket(n_buckets)
     try:
         (frame.with_columns(key.alias(BUCKET))
          .sink_parquet(pl.PartitionBy(buckets, key=BUCKET, include_key=False),
                        compression="lz4", mkdir=True))
     except READ_ERRORS as e:
         raise _polars_error(log, e, tmp) from None
-    check_values(pl.scan_parquet(buckets / "**" / "*.parquet"), log,
-                 extra_event_types=config.extra_event_types,
-                 timestamp_unit=config.timestamp_unit)
+    check_buckets(buckets, log, config)
     return total, buckets
 
 
 def clean_bucket(df: pl.DataFrame, log: EventLog, config: PrepareConfig,
-                 stats: "_ShardStats") -> pl.DataFrame:
+                 stats: "_ShardStats | Counters") -> pl.DataFrame:
     """One bucket validated, sorted by (user, time, input order), duplicates handled and
     reactions merged (counted in ``stats``)."""
     check_events(df, log)
@@ -210,6 +253,40 @@ def clean_bucket(df: pl.DataFrame, log: EventLog, config: PrepareConfig,
     return df
 
 
+@dataclass
+class ShardResult:
+    """One bucket's shard as a worker wrote it (``directory`` None: it had no users), with
+    its rows of the users table and the counts the items table and meta.json need."""
+
+    directory: str | None
+    user_table: pl.DataFrame
+    events: int = 0
+    train_items: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64),) * 2  # item, count
+    positive_items: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64),) * 2
+    split_events: np.ndarray = field(default_factory=lambda: np.zeros(4, dtype=np.int64))
+    duplicates_dropped: int = 0
+    reactions_merged: int = 0
+
+
+def write_bucket_shard(tmp: Path, directory: str, arrays: dict[str, np.ndarray],
+                       user_table: pl.DataFrame) -> ShardResult:
+    """Write one shard's arrays to ``tmp/directory`` (nothing for a bucket without users)."""
+    if len(user_table) == 0:
+        return ShardResult(None, user_table)
+    write_shard(tmp / directory, arrays)
+    train = arrays["split"] == TRAIN
+    return ShardResult(
+        directory, user_table, events=int(len(arrays["item"])),
+        train_items=np.unique(arrays["item"][train], return_counts=True),
+        positive_items=np.unique(arrays["item"][train & arrays["positive"]],
+                                 return_counts=True),
+        split_events=np.bincount(arrays["split"], minlength=4)[:4].astype(np.int64))
+
+
+def shard_directory(number: int) -> str:
+    return f"shards/{number:05d}"
+
+
 class _ShardStats:
     """Shards written so far, with the counts that the items table and meta.json need."""
 
@@ -221,23 +298,71 @@ class _ShardStats:
         self.user_tables: list[pl.DataFrame] = []
         self.duplicates_dropped = self.reactions_merged = 0
 
-    def write(self, tmp: Path, arrays: dict[str, np.ndarray], user_table: pl.DataFrame,
-              number: int | None = None) -> None:
-        if len(user_table) == 0:
+    def write(self, tmp: Path, arrays: dict[str, np.ndarray], user_table: pl.DataFrame) -> None:
+        self.record(tmp, write_bucket_shard(tmp, shard_directory(len(self.shards)), arrays,
+                                            user_table))
+
+    def record(self, tmp: Path, result: ShardResult) -> None:
+        """Count a written shard in as the next one, renamed to its number (workers number
+        their shards by bucket; buckets without users leave no shard and no gap)."""
+        self.duplicates_dropped += result.duplicates_dropped
+        self.reactions_merged += result.reactions_merged
+        if result.directory is None:
             return
-        number = len(self.shards) if number is None else number
-        directory = f"shards/{number:05d}"
-        write_shard(tmp / directory, arrays)
-        self.shards.append({"dir": directory, "users": len(user_table),
-                            "events": int(len(arrays["item"]))})
-        self.user_tables.append(user_table.with_columns(
+        directory = shard_directory(len(self.shards))
+        if result.directory != directory:
+            (tmp / result.directory).rename(tmp / directory)
+        self.shards.append({"dir": directory, "users": len(result.user_table),
+                            "events": result.events})
+        self.user_tables.append(result.user_table.with_columns(
             pl.lit(len(self.shards) - 1, dtype=pl.Int32).alias("shard")))
-        train = arrays["split"] == TRAIN
-        n = len(self.train_count)
-        self.train_count += np.bincount(arrays["item"][train], minlength=n)
-        self.train_positive += np.bincount(arrays["item"][train & arrays["positive"]],
-                                           minlength=n)
-        self.split_events += np.bincount(arrays["split"], minlength=4)[:4]
+        np.add.at(self.train_count, result.train_items[0], result.train_items[1])
+        np.add.at(self.train_positive, result.positive_items[0], result.positive_items[1])
+        self.split_events += result.split_events
+
+
+@dataclass
+class Counters:
+    """What cleaning one bucket dropped (``clean_bucket`` adds to them)."""
+
+    duplicates_dropped: int = 0
+    reactions_merged: int = 0
+
+
+def bucket_directories(buckets: Path) -> list[Path]:
+    """The partition directories under ``buckets`` (``KEY=VALUE``), in the order their shards
+    are numbered: by name, as both engines write them."""
+    return sorted((p for p in buckets.iterdir() if p.is_dir() and "=" in p.name),
+                  key=lambda p: p.name)
+
+
+def bucket_number(directory: Path) -> int:
+    return int(directory.name.rsplit("=", 1)[1])
+
+
+def read_bucket(directory: Path, schema: pl.Schema) -> pl.DataFrame:
+    """One bucket's events, in the log's column types (Spark writes wider signed types)."""
+    files = sorted(directory.glob("*.parquet"))
+    return pl.read_parquet(files, hive_partitioning=False).select(schema.names()).cast(
+        dict(schema))
+
+
+def prepare_bucket(directory: Path, *, tmp: Path, log: EventLog, config: PrepareConfig,
+                   encode: _Encoder, schema: pl.Schema) -> ShardResult:
+    """Clean, encode and write one bucket as shard ``shards/_bucket<N>`` (renamed into its
+    place by ``_ShardStats.record``); the bucket's files are deleted once read. Runs where
+    the engine puts it: in this process, or on a Spark executor."""
+    counters = Counters()
+    df = clean_bucket(read_bucket(directory, schema), log, config, counters)
+    arrays, user_table = encode(df, -1)
+    result = write_bucket_shard(tmp, f"shards/_bucket{bucket_number(directory)}", arrays,
+                                user_table)
+    result.duplicates_dropped = counters.duplicates_dropped
+    result.reactions_merged = counters.reactions_merged
+    for file in directory.iterdir():
+        file.unlink()
+    directory.rmdir()
+    return result
 
 
 def finish_dataset(tmp: Path, config: PrepareConfig, stats: _ShardStats, users: pl.DataFrame,
