@@ -6,6 +6,8 @@ Thin typer wrappers (STYLE.md principle 4) over :func:`argusrec.snapshot.export`
 
 from __future__ import annotations
 
+import os
+
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -60,6 +62,13 @@ def export(
     keep: Annotated[int, typer.Option(
         min=0, help="Snapshots to keep in OUT, the new one included; older ones (and their "
         "Redis keys) are removed, never the one latest names. 0 keeps all.")] = 3,
+    device: Annotated[str, typer.Option(
+        help="Where users are encoded: auto (a GPU when there is one), cpu, cuda or cuda:N. "
+        "Under torchrun each rank takes cuda:LOCAL_RANK.")] = "auto",
+    parquet: Annotated[bool, typer.Option(
+        "--parquet", help="Also write the user vectors as Parquet (user, vector, as_of) in "
+        "the snapshot's user_vectors/, for downstream jobs such as the final ranker's "
+        "features.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Export item vectors, an HNSW index, user vectors and popularity into a dated snapshot.
@@ -67,13 +76,20 @@ def export(
     The snapshot is written to a temporary directory, checksummed into manifest.json, renamed,
     and then OUT/latest is switched to it atomically, so a running `argus serve` never sees a
     half-written one.
+
+    On many GPUs or hosts: `torchrun --nproc-per-node 8 -m argusrec.cli export RUN OUT
+    --device cuda` encodes the user shards on every rank; rank 0 writes the store and the
+    index once (docs/scale.md).
     """
     from argusrec.export import export as run_export
 
     summary = run_export(run, out, as_of=as_of, lag=lag, data=data, which=which.value,
                          label=label, backend=backend.value, redis_url=redis_url, hnsw_m=hnsw_m,
                          ef_construction=ef_construction, ef_search=ef_search, popular=popular,
-                         overwrite=overwrite, keep=keep or None, progress=not quiet)
+                         overwrite=overwrite, keep=keep or None, progress=not quiet,
+                         device=device, parquet=parquet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
     typer.echo(f"exported {summary.items:,} items and {summary.users:,} users "
                f"({summary.users_without_history:,} without history before the cut-off) "

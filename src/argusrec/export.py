@@ -7,6 +7,10 @@ with (argusrec.finetune): the state after u's last event at or before the data c
 no batching; a test holds the batched export to it, and the service's runtime path to both.
 The snapshot's layout and reader are in argusrec.snapshot.
 
+Users are encoded on ``device`` (a GPU when there is one), by every rank of a torchrun world
+(argusrec.export_parallel: each rank its shards, rank 0 alone writes and publishes), and with
+``parquet`` also written as Parquet inside the snapshot for downstream jobs.
+
 Legend: V items, U user/item-vector width, D model width, B users in a batch, L events, C context
 fields, F feedback signals.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -26,12 +31,16 @@ import torch
 from tqdm.auto import tqdm
 
 from argusrec.checkpoint import Checkpoint
+from argusrec.device import resolve_device
 from argusrec.errors import DataError
+from argusrec.export_parallel import (PARQUET_DIR, PartWriter, UserBatch, assign_shards, on_main,
+                                      open_staging, read_parts)
 from argusrec.loader import collate
+from argusrec.parallel import World, all_reduce, barrier, init_world, rank_device
 from argusrec.sequences import GAP, PreparedData
 from argusrec.retention import check_keep, prune_snapshots
 from argusrec.snapshot import DAY, write_snapshot
-from argusrec.vocab import Vocabulary, id_text
+from argusrec.vocab import Vocabulary
 
 RECOMMENDATION = "recommendation"  # the is_organic value of recommender traffic
 
@@ -181,14 +190,16 @@ def _last_timestamp(data: PreparedData) -> int:
     return max(int(np.max(s.events["timestamp"])) for s in data.shards if len(s.events["timestamp"]))
 
 
-def _user_batches(model, data: PreparedData, cutoff: int, as_of: int, serving: ServingContext,
-                  stats: dict, *, batch_users: int, progress: bool
-                  ) -> Iterator[tuple[list[str], np.ndarray, list[np.ndarray]]]:
-    """Encode every user with events by the cut-off, shard by shard, in batches."""
-    users = data.users().sort("index")["user"].to_list()
+def _user_batches(model, data: PreparedData, shards: list[int], cutoff: int, as_of: int,
+                  serving: ServingContext, stats: dict, *, batch_users: int, progress: bool
+                  ) -> Iterator[UserBatch]:
+    """Encode every user of ``shards`` with events by the cut-off, shard by shard, in batches."""
     context_names, feedback_names = sorted(data.context_fields), list(data.feedback_fields)
-    bar = tqdm(total=data.num_users, desc="users", unit="user", disable=not progress)
-    for shard in data.shards:
+    opened = data.shards
+    bar = tqdm(total=sum(len(opened[s]) for s in shards), desc="users", unit="user",
+               disable=not progress)
+    for s in shards:
+        shard = opened[s]
         ts = np.asarray(shard.events["timestamp"])
         keep = np.flatnonzero((np.asarray(shard.events["split"]) != GAP) & (ts <= cutoff))
         lo = np.searchsorted(keep, shard.offsets[:-1])  # user j's kept events: keep[lo[j]:hi[j]]
@@ -208,7 +219,8 @@ def _user_batches(model, data: PreparedData, cutoff: int, as_of: int, serving: S
                 gaps.append(as_of - int(ts[mine[-1]]))
             vectors = encode_histories(model, samples, np.asarray(gaps), serving)
             bar.update(len(chosen))
-            yield [id_text(users[int(shard.users[j])]) for j in chosen], vectors, seen
+            yield UserBatch(shard=s, index=np.asarray(shard.users[chosen], dtype=np.int64),
+                            vectors=vectors, seen=seen)
     bar.close()
 
 
@@ -303,8 +315,10 @@ class _ExportInputs:
 
 
 def _open_inputs(run: str | Path, which: str, data: str | Path | PreparedData | None,
-                 as_of: int | None, lag: int | None, label: str | None) -> _ExportInputs:
-    """Open the checkpoint and data, load the model on the data's vocabulary, resolve the times."""
+                 as_of: int | None, lag: int | None, label: str | None,
+                 device: torch.device) -> _ExportInputs:
+    """Open the checkpoint and data, load the model on the data's vocabulary onto ``device``,
+    resolve the times."""
     ckpt = Checkpoint.open(run, which)
     if isinstance(data, (str, Path)):
         data = PreparedData(data)
@@ -321,8 +335,8 @@ def _open_inputs(run: str | Path, which: str, data: str | Path | PreparedData | 
         raise DataError("export needs a simplified-ARGUS model (one token per event)",
                         path=ckpt.path, fix="export a model trained with model.variant: "
                         "simplified")
-    return _ExportInputs(ckpt=ckpt, model=model, data=data, vocab=vocab, new=new, as_of=as_of,
-                         lag=lag, label=label)
+    return _ExportInputs(ckpt=ckpt, model=model.to(device), data=data, vocab=vocab, new=new,
+                         as_of=as_of, lag=lag, label=label)
 
 
 def _encode_items(inputs: _ExportInputs, *, popular: int, popularity_window: int,
@@ -337,7 +351,8 @@ def _encode_items(inputs: _ExportInputs, *, popular: int, popularity_window: int
     return vectors, top
 
 
-def _manifest(inputs: _ExportInputs, serving: ServingContext, popularity_window: int) -> dict:
+def _manifest(inputs: _ExportInputs, serving: ServingContext, popularity_window: int,
+              world: World, parquet: bool) -> dict:
     """The snapshot manifest's model, data and serving parts, with the counts to be filled in."""
     checkpoint, config, model = inputs.ckpt.path, inputs.ckpt.config, inputs.model
     config_text = (checkpoint / "config.json").read_bytes()
@@ -353,7 +368,9 @@ def _manifest(inputs: _ExportInputs, serving: ServingContext, popularity_window:
         "serving_context": {"context": serving.context.tolist(),
                             "event_type": serving.event_type},
         "popularity_window": popularity_window,
-        # filled in while the users are encoded; write_snapshot reads it after the last batch
+        # how the users were encoded: GPU vectors differ from CPU ones in the last bits
+        "export": {"ranks": world.size, "device": next(model.parameters()).device.type,
+                   "parquet": PARQUET_DIR if parquet else None},
         "counts": {"users_without_history": 0, "new_items": inputs.new["items"],
                    "new_users": inputs.new.get("users", 0)},
     }
@@ -366,24 +383,76 @@ def _lmdb_map_size(inputs: _ExportInputs) -> int:
                              + 4 * events))
 
 
-def _publish(inputs: _ExportInputs, out_root: str | Path, vectors: np.ndarray, top: np.ndarray,
-             manifest: dict, serving: ServingContext, *, backend: str, redis_url: str | None,
-             hnsw_m: int, ef_construction: int, ef_search: int, batch_users: int,
-             overwrite: bool, keep: int | None, progress: bool) -> tuple[Path, list[str]]:
-    """Encode the users into a new snapshot beside the item index, then prune old snapshots."""
+@dataclass(frozen=True)
+class _Publishing:
+    """How rank 0 writes the snapshot once the users are encoded: export's arguments of the
+    same names."""
+
+    backend: str
+    redis_url: str | None
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    popular: int
+    popularity_window: int
+    overwrite: bool
+    keep: int | None
+    parquet: bool
+    progress: bool
+
+
+def _check_label_free(out_root: Path, label: str, overwrite: bool) -> None:
+    """write_snapshot's refusal of an existing label, before the users are encoded, not after."""
+    if (out_root / label).exists() and not overwrite:
+        raise DataError("a snapshot with this label exists", path=out_root / label,
+                        fix="pass another --label, or --overwrite to replace it")
+
+
+def _encode_users(inputs: _ExportInputs, serving: ServingContext, staging: Path, world: World,
+                  *, batch_users: int, parquet: bool, progress: bool,
+                  stages: dict[str, float]) -> int:
+    """Encode this rank's shards into its part files and wait for every rank; returns the users
+    without history by the cut-off, over all ranks."""
+    t = time.perf_counter()
+    data = inputs.data
+    mine = assign_shards([s.events for s in data.info.shards], world.size)[world.rank]
+    stats = {"users_without_history": 0}
+    users = data.users().sort("index")["user"]
+    with PartWriter(staging, world.rank, users, inputs.model.cfg.user_dim, inputs.as_of,
+                    parquet=parquet) as part:
+        for batch in _user_batches(inputs.model, data, mine, inputs.cutoff, inputs.as_of,
+                                   serving, stats, batch_users=batch_users,
+                                   progress=progress and world.main):
+            part.write(batch)
+    without = int(all_reduce(stats["users_without_history"], world))
+    barrier(world)  # every part is complete before rank 0 reads them
+    stages["users"] = time.perf_counter() - t
+    return without
+
+
+def _publish(inputs: _ExportInputs, out_root: Path, staging: Path, serving: ServingContext,
+             how: _Publishing, world: World, without_history: int, stages: dict[str, float],
+             started: float) -> ExportSummary:
+    """Rank 0: item vectors, popularity and the HNSW index, every rank's users read back into
+    the store (and their Parquet parts moved in), the snapshot published, old ones pruned."""
+    vectors, top = _encode_items(inputs, popular=how.popular,
+                                 popularity_window=how.popularity_window, stages=stages)
+    manifest = _manifest(inputs, serving, how.popularity_window, world, how.parquet)
+    manifest["counts"]["users_without_history"] = without_history
     model = inputs.model
-    users = _user_batches(model, inputs.data, inputs.cutoff, inputs.as_of, serving,
-                          manifest["counts"], batch_users=batch_users, progress=progress)
     shipped = replace(inputs.vocab, users=None, content=inputs.vocab.content
                       if model.cfg.use_content else None)  # what the runtime path rebuilds from
+    t = time.perf_counter()
     final = write_snapshot(out_root, inputs.label, item_ids=None, vocabulary=shipped,
-                           vectors=vectors, users=users, popular=top, manifest=manifest,
-                           backend=backend, redis_url=redis_url,
-                           lmdb_map_size=_lmdb_map_size(inputs), hnsw_m=hnsw_m,
-                           ef_construction=ef_construction, ef_search=ef_search,
-                           overwrite=overwrite, keep=None, progress=progress)
-    pruned = prune_snapshots(out_root, keep)  # here rather than in write_snapshot: reported
-    return final, pruned
+                           vectors=vectors, users=read_parts(staging), popular=top,
+                           manifest=manifest, backend=how.backend, redis_url=how.redis_url,
+                           lmdb_map_size=_lmdb_map_size(inputs), hnsw_m=how.hnsw_m,
+                           ef_construction=how.ef_construction, ef_search=how.ef_search,
+                           overwrite=how.overwrite, keep=None, progress=how.progress,
+                           extra={PARQUET_DIR: staging / PARQUET_DIR} if how.parquet else None)
+    stages["write"] = time.perf_counter() - t
+    pruned = prune_snapshots(out_root, how.keep)  # here rather than in write_snapshot: reported
+    return _summary(inputs, final, len(vectors), pruned, stages, started)
 
 
 def _summary(inputs: _ExportInputs, final: Path, items: int, pruned: list[str],
@@ -408,9 +477,14 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
            redis_url: str | None = None, hnsw_m: int = 32, ef_construction: int = 200,
            ef_search: int = 512, popular: int = 1000, popularity_window: int = 7 * DAY,
            batch_users: int = 256, overwrite: bool = False, keep: int | None = 3,
-           progress: bool = True) -> ExportSummary:
+           device: str = "auto", parquet: bool = False, progress: bool = True
+           ) -> ExportSummary:
     """Export a model's item and user vectors into ``out_root/<label>/`` and point
     ``out_root/latest`` at it.
+
+    Run under torchrun (``WORLD_SIZE`` > 1) every rank encodes its share of the users and rank
+    0 writes and publishes the snapshot (argusrec.export_parallel); every rank returns the same
+    summary. The snapshot holds what a single process writes.
 
     Args:
         run: a run directory of `argus pretrain` / `argus finetune`, or a checkpoint.
@@ -430,24 +504,36 @@ def export(run: str | Path, out_root: str | Path, *, as_of: int | None = None,
         batch_users: users encoded per batch (before length grouping).
         keep: snapshots left in ``out_root`` afterwards, the new one included (None: all);
             the one ``latest`` names is never removed.
+        device: where the model encodes: auto (a GPU when there is one), cpu, cuda, cuda:N;
+            under torchrun on GPUs each rank takes cuda:LOCAL_RANK. Vectors are float32 either
+            way.
+        parquet: also write the user vectors as Parquet in ``<label>/user_vectors/`` (one part
+            per rank; columns user, vector, as_of; read with
+            argusrec.export_parallel.read_user_vectors).
     """
     check_export_arguments(as_of=as_of, lag=lag, hnsw_m=hnsw_m, ef_construction=ef_construction,
                            ef_search=ef_search, popular=popular,
                            popularity_window=popularity_window, batch_users=batch_users,
                            backend=backend)
     check_keep(keep)  # before the work, not after it
+    target = resolve_device(device)  # a GPU this machine lacks is refused here, by name
+    world = init_world(target.type)
     started = time.perf_counter()
     stages: dict[str, float] = {}
-    inputs = _open_inputs(run, which, data, as_of, lag, label)
-    vectors, top = _encode_items(inputs, popular=popular, popularity_window=popularity_window,
-                                 stages=stages)
+    out_root = Path(out_root)
+    inputs = _open_inputs(run, which, data, as_of, lag, label, rank_device(world, target))
+    _check_label_free(out_root, inputs.label, overwrite)
+    how = _Publishing(backend=backend, redis_url=redis_url, hnsw_m=hnsw_m,
+                      ef_construction=ef_construction, ef_search=ef_search, popular=popular,
+                      popularity_window=popularity_window, overwrite=overwrite, keep=keep,
+                      parquet=parquet, progress=progress)
     serving = ServingContext.of(inputs.data)
-    manifest = _manifest(inputs, serving, popularity_window)
-    t = time.perf_counter()
-    final, pruned = _publish(inputs, out_root, vectors, top, manifest, serving, backend=backend,
-                             redis_url=redis_url, hnsw_m=hnsw_m,
-                             ef_construction=ef_construction, ef_search=ef_search,
-                             batch_users=batch_users, overwrite=overwrite, keep=keep,
-                             progress=progress)
-    stages["write"] = time.perf_counter() - t
-    return _summary(inputs, final, len(vectors), pruned, stages, started)
+    staging = open_staging(out_root, world)
+    try:
+        without = _encode_users(inputs, serving, staging, world, batch_users=batch_users,
+                                parquet=parquet, progress=progress, stages=stages)
+        return on_main(world, lambda: _publish(inputs, out_root, staging, serving, how, world,
+                                               without, stages, started))
+    finally:
+        if world.main:  # the parts were read into the store (or the export failed)
+            shutil.rmtree(staging, ignore_errors=True)

@@ -244,6 +244,7 @@ def write_snapshot(out_root: str | Path, label: str, *, item_ids,
                    hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 512,
                    overwrite: bool = False, keep: int | None = 3,
                    vocabulary: Vocabulary | None = None,
+                   extra: dict[str, Path] | None = None,
                    progress: bool = False) -> Path:
     """Write ``out_root/<label>/`` from arrays, switch ``latest`` to it, and prune.
 
@@ -254,6 +255,9 @@ def write_snapshot(out_root: str | Path, label: str, *, item_ids,
     a temporary directory that is renamed when complete. ``overwrite`` replaces a snapshot with
     the same label (see :func:`_publish`); ``keep`` (>= 1, the new one included, None for all)
     is how many snapshots :func:`prune_snapshots` leaves in ``out_root`` afterwards.
+    ``extra`` maps names inside the snapshot to files or directories of the caller's on the
+    same file system (argusrec.export's Parquet user vectors), moved in once the users are
+    written, so that they are checksummed and published with the rest.
     """
     if backend not in ("lmdb", "redis"):
         raise DataError(f"unknown user store backend {backend!r}", fix="use lmdb or redis")
@@ -280,7 +284,7 @@ def write_snapshot(out_root: str | Path, label: str, *, item_ids,
                             users=users, popular=popular, manifest=manifest, backend=backend,
                             redis_url=redis_url, lmdb_map_size=lmdb_map_size, hnsw_m=hnsw_m,
                             ef_construction=ef_construction, ef_search=ef_search,
-                            progress=progress)
+                            extra=extra or {}, progress=progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed export leaves nothing behind
         raise
@@ -290,7 +294,7 @@ def write_snapshot(out_root: str | Path, label: str, *, item_ids,
 
 def _write_into(tmp: Path, out_root: Path, label: str, *, vocabulary, vectors, users, popular,
                 manifest, backend, redis_url, lmdb_map_size, hnsw_m, ef_construction,
-                ef_search, progress) -> Path:
+                ef_search, extra, progress) -> Path:
     import faiss
 
     started = time.perf_counter()
@@ -315,6 +319,8 @@ def _write_into(tmp: Path, out_root: Path, label: str, *, vocabulary, vectors, u
         store.put_many(keys, user_vectors, seen)
         count += len(keys)
     store.finish(count)
+    for name, source in extra.items():
+        Path(source).rename(tmp / name)
     manifest = {
         "format_version": SNAPSHOT_VERSION, "argusrec_version": __version__, "label": label,
         # to the microsecond: prune_snapshots orders snapshots by it, and exports can be quick
