@@ -113,3 +113,54 @@ def stop_service(proc: "subprocess.Popen") -> None:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def _tree_rss_kib(root: int) -> int:
+    """Resident memory of process ``root`` and every descendant (a JVM, its Python
+    workers), in KiB, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        parents[int(entry.name)] = int(fields.get("PPid", "0"))
+        rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(rss.get(p, 0) for p in tree)
+
+
+def run_tree_peak(argv: list[str], env: dict | None = None, every: float = 0.25) -> dict:
+    """Run a command; wall seconds and the peak of the summed RSS of its whole process tree
+    (sampled every ``every`` s: Spark's driver JVM and Python workers are separate
+    processes, which ru_maxrss does not add up)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    peak = 0
+    import threading
+
+    out: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda s=s, n=n: out.__setitem__(n, s.read()))
+               for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+    for r in readers:
+        r.start()
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_kib(proc.pid))
+        time.sleep(every)
+    for r in readers:
+        r.join()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.stderr.write(out.get("stdout", "") + out.get("stderr", ""))
+        raise SystemExit(f"failed: {' '.join(argv)}")
+    return {"seconds": seconds, "peak_rss_gb": peak / 2**20, **out}

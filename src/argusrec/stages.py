@@ -277,10 +277,17 @@ def write_bucket_shard(tmp: Path, directory: str, arrays: dict[str, np.ndarray],
     train = arrays["split"] == TRAIN
     return ShardResult(
         directory, user_table, events=int(len(arrays["item"])),
-        train_items=np.unique(arrays["item"][train], return_counts=True),
-        positive_items=np.unique(arrays["item"][train & arrays["positive"]],
-                                 return_counts=True),
+        train_items=_sparse_counts(arrays["item"][train]),
+        positive_items=_sparse_counts(arrays["item"][train & arrays["positive"]]),
         split_events=np.bincount(arrays["split"], minlength=4)[:4].astype(np.int64))
+
+
+def _sparse_counts(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(items, counts) of the items that occur: what a worker sends back, not a vector of
+    every item in the catalogue."""
+    counts = np.bincount(items)
+    present = np.flatnonzero(counts)
+    return present, counts[present]
 
 
 def shard_directory(number: int) -> str:
