@@ -35,10 +35,11 @@ from argusrec.events import ITEM, TIMESTAMP, USER, EventLog, feedback_kind
 from argusrec.readers import source_name
 from argusrec.sequences import GAP, TEST, TRAIN, VAL, PreparedData, Shard
 from argusrec.engines import Engine, PolarsEngine
-from argusrec.stages import (Counters, PrepareSummary, ShardResult, _attach_item_features,
-                             _Encoder, _ShardStats, _split_boundaries, bucket_directories,
-                             bucket_number, clean_bucket, finish_dataset, in_seconds,
-                             read_bucket, user_bucket, write_bucket_shard)
+from argusrec.shard_writer import (Counters, ShardResult, _ShardStats, bucket_directories,
+                                   bucket_number, finish_dataset, read_bucket,
+                                   write_bucket_shard)
+from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _split_boundaries,
+                             clean_bucket, in_seconds, user_bucket)
 
 if TYPE_CHECKING:  # only for annotations: argusrec.prepare imports this module
     from argusrec.prepare import PrepareConfig, SplitConfig

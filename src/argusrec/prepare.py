@@ -32,9 +32,10 @@ from argusrec.events import TIMESTAMP, EventLog, feedback_kind
 from argusrec.readers import read_events, source_name
 from argusrec.sequences import PreparedData
 from argusrec.engines import Engine, PolarsEngine, engine_for
-from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _ShardStats,
-                             _split_boundaries, bucket_directories, finish_dataset, in_seconds,
-                             prepare_bucket)
+from argusrec.shard_writer import (_ShardStats, bucket_directories, finish_dataset,
+                                   prepare_bucket)
+from argusrec.stages import (PrepareSummary, _attach_item_features, _Encoder, _split_boundaries,
+                             in_seconds)
 
 
 class SplitConfig(BaseModel):

@@ -126,7 +126,7 @@ class SourceMeta(BaseModel):
 
 class DatasetMeta(BaseModel):
     """meta.json, typed: every reader of a prepared dataset's metadata goes through this
-    (``PreparedData.info``); argusrec.stages.finish_dataset writes it."""
+    (``PreparedData.info``); argusrec.shard_writer.finish_dataset writes it."""
 
     model_config = ConfigDict(extra="ignore")
 
