@@ -46,19 +46,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def sim_data(tmp_path_factory) -> Path:
-    """A tiny simulated service, prepared with a temporal split (shared by model tests)."""
+def simulated_data(root: Path, **prepare_fields) -> Path:
+    """A tiny simulated service under ``root``, prepared with a temporal split; ``prepare_fields``
+    are PrepareConfig fields (e.g. shard_events for several shards)."""
     from argusrec.prepare import PrepareConfig, SplitConfig, prepare
     from argusrec.simulate import SimulatorConfig, simulate
 
-    root = tmp_path_factory.mktemp("sim")
     simulate(SimulatorConfig(users=24, events_scale=0.02, items=2000, seed=1), root / "events",
              progress=False)
     prepare(root / "events", root / "data",
-            PrepareConfig(split=SplitConfig(test_fraction=0.2, val_duration=86_400 * 5)),
-            progress=False)
+            PrepareConfig(split=SplitConfig(test_fraction=0.2, val_duration=86_400 * 5),
+                          **prepare_fields), progress=False)
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory) -> Path:
+    """A tiny simulated service, prepared with a temporal split (shared by model tests)."""
+    return simulated_data(tmp_path_factory.mktemp("sim"))
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import simulated_data
 
 from argusrec.errors import DataError
 from argusrec.export import export
 from argusrec.export_parallel import assign_shards, read_user_vectors
-from argusrec.prepare import PrepareConfig, SplitConfig, prepare
 from argusrec.sequences import PreparedData
-from argusrec.simulate import SimulatorConfig, simulate
 from argusrec.snapshot import Snapshot
 from argusrec.train import TrainConfig, pretrain
 from argusrec.vocab import id_text
@@ -31,15 +30,9 @@ VOLATILE = ("created", "write_seconds", "files", "export")
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sharded")
-    simulate(SimulatorConfig(users=24, events_scale=0.02, items=2000, seed=1), root / "events",
-             progress=False)
-    prepare(root / "events", root / "data",
-            PrepareConfig(shard_events=1000, split=SplitConfig(test_fraction=0.2,
-                                                               val_duration=86_400 * 5)),
-            progress=False)
-    assert len(PreparedData(root / "data").info.shards) == 3
-    return root / "data"
+    data = simulated_data(tmp_path_factory.mktemp("sharded"), shard_events=1000)
+    assert len(PreparedData(data).info.shards) == 3
+    return data
 
 
 @pytest.fixture(scope="module")
