@@ -1,20 +1,53 @@
-"""Layers the encoders share: dropout, rotary positions, causal attention, the MLP.
+"""Layers the encoders share: dropout, norms, rotary positions, causal attention, the MLP.
 
 The ARGUS transformer (argusrec.model) and HSTU (argusrec.hstu) both build on these, so they
-live apart from either; neither encoder module imports the other.
+live apart from either; neither encoder module imports the other. Besides the defaults
+(LayerNorm, GELU), the pieces of the modded-nanoGPT recipe live here: RMSNorm (Zhang & Sennrich
+2019, "Root Mean Square Layer Normalization") and the ReLU^2 activation (So et al. 2021,
+"Primer").
 
 Legend: B batch, H heads, S tokens, Dh head width.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+Activation = Literal["gelu", "relu2"]
+NormKind = Literal["layer", "rms"]
 
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+# A fixed epsilon, not RMSNorm's default finfo(dtype).eps: under bf16 autocast that would be
+# 0.0078, large enough to matter for small activations.
+RMS_EPS = 1e-6
+
+
+class ReLU2(nn.Module):
+    """ReLU squared, relu(x)**2: the feed-forward activation of Primer and modded-nanoGPT."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x).square()
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, activation: Activation = "gelu") -> nn.Sequential:
+    """Linear -> activation -> Linear, (..., d_in) -> (..., d_out); the last layer is [-1]."""
+    if activation not in ("gelu", "relu2"):
+        raise ValueError(f"unknown activation {activation!r}; choose gelu or relu2")
+    act = nn.GELU() if activation == "gelu" else ReLU2()
+    return nn.Sequential(nn.Linear(d_in, d_hidden), act, nn.Linear(d_hidden, d_out))
+
+
+def norm_layer(kind: NormKind, width: int) -> nn.Module:
+    """LayerNorm (centre, scale, learnable gain and bias) or RMSNorm (scale by the root mean
+    square only, learnable gain, no bias) over the last dimension of width ``width``."""
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    if kind == "rms":
+        return nn.RMSNorm(width, eps=RMS_EPS)
+    raise ValueError(f"unknown norm {kind!r}; choose layer or rms")
 
 
 class Dropout(nn.Module):

@@ -36,9 +36,14 @@ from torch import Tensor, nn
 from argusrec.embeddings import (ContextEmbedding, FeedbackEmbedding, ItemEmbedding,
                                  TimeGapEmbedding, item_keys)
 from argusrec.hstu import HSTUEncoder, hstu_parameter_count
-from argusrec.layers import Dropout, Rotary, causal_attention, mlp
+from argusrec.layers import Dropout, Rotary, causal_attention, mlp, norm_layer
 from argusrec.batch import Batch
 from argusrec.vocab import Vocabulary
+
+
+# The modded-nanoGPT options of the pre_norm block, and their values that leave it as it was.
+MODERN_DEFAULTS = {"norm": "layer", "qk_norm": False, "activation": "gelu",
+                   "zero_init_out": False}
 
 
 class ModelConfig(BaseModel):
@@ -56,10 +61,24 @@ class ModelConfig(BaseModel):
     n_heads: int = Field(2, ge=1, description="attention heads (d_model divisible by it)")
     ff_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of d_model")
     block: Literal["pre_norm", "sasrec"] = Field(
-        "pre_norm", description="transformer block: pre_norm (residual stream, GELU "
-        "feed-forward), or sasrec: SASRec's block as its public PyTorch code writes it "
-        "(queries from the normalised input, keys and values from the raw one, the residual "
-        "added to the normalised input, a ReLU feed-forward with inner dropout)")
+        "pre_norm", description="transformer block: pre_norm (residual stream; norm, qk_norm, "
+        "activation and zero_init_out choose its parts), or sasrec: SASRec's block as its "
+        "public PyTorch code writes it (queries from the normalised input, keys and values "
+        "from the raw one, the residual added to the normalised input, a ReLU feed-forward "
+        "with inner dropout)")
+    norm: Literal["layer", "rms"] = Field(
+        "layer", description="the blocks' and the final norm: LayerNorm, or RMSNorm (no "
+        "centring, no bias) as in modded-nanoGPT (pre_norm transformer only)")
+    qk_norm: bool = Field(
+        False, description="RMSNorm over each head's queries and keys before rotary and "
+        "attention, with a learnable gain per head dimension (pre_norm transformer only)")
+    activation: Literal["gelu", "relu2"] = Field(
+        "gelu", description="feed-forward activation: GELU, or ReLU^2 = relu(x)**2 "
+        "(pre_norm transformer only)")
+    zero_init_out: bool = Field(
+        False, description="zero-initialise each block's attention output projection and "
+        "last feed-forward layer, so every block starts as the identity (pre_norm "
+        "transformer only)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on embeddings and blocks")
     attention_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on attention weights; > 0 forces the unfused "
@@ -115,8 +134,21 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"{name}={getattr(self, name)} needs user_dim == d_model (got "
                                  f"{self.user_dim} and {self.d_model}); set user_dim: "
                                  f"{self.d_model}")
+        modern = {name: getattr(self, name) for name, default in MODERN_DEFAULTS.items()
+                  if getattr(self, name) != default}
+        if modern and (self.encoder != "transformer" or self.block != "pre_norm"):
+            where = "encoder: hstu" if self.encoder == "hstu" else "block: sasrec"
+            given = ", ".join(f"{name}: {_as_yaml(value)}" for name, value in modern.items())
+            defaults = ", ".join(f"{name}: {_as_yaml(MODERN_DEFAULTS[name])}" for name in modern)
+            raise ValueError(f"{given} applies to the pre_norm transformer block only, not to "
+                             f"{where}; set encoder: transformer and block: pre_norm, or "
+                             f"{defaults}")
         return self
 
+
+def _as_yaml(value) -> str:
+    """A scalar as a config file spells it (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _overrides_of(config: type[BaseModel]) -> type[BaseModel]:
@@ -170,21 +202,37 @@ class DataSpec:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: causal SDPA self-attention, then a GELU feed-forward."""
+    """Pre-norm transformer block: causal SDPA self-attention, then a feed-forward.
+
+    By default LayerNorm and GELU. The modded-nanoGPT recipe is a set of options: RMSNorm
+    (``norm``), RMSNorm of each head's queries and keys (``qk_norm``: with SDPA's fixed
+    1/sqrt(Dh) scale, unit-RMS queries and keys cap the logits at +-sqrt(Dh), so the norms keep
+    a learnable gain, shared by the heads, as in OLMo 2 and Qwen3), ReLU^2 (``activation``),
+    and zero output projections (``zero_init_out``: the block starts as the identity)."""
 
     def __init__(self, cfg: ModelConfig, rotary: Rotary | None) -> None:
         super().__init__()
         self.n_heads, self.attention_dropout, self.rotary = cfg.n_heads, cfg.attention_dropout, rotary
-        self.norm1 = nn.LayerNorm(cfg.d_model)
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model)
-        self.norm2 = nn.LayerNorm(cfg.d_model)
-        self.ff = mlp(cfg.d_model, cfg.ff_mult * cfg.d_model, cfg.d_model)
+        D = cfg.d_model
+        self.norm1 = norm_layer(cfg.norm, D)
+        self.qkv = nn.Linear(D, 3 * D)
+        self.out = nn.Linear(D, D)
+        self.norm2 = norm_layer(cfg.norm, D)
+        self.ff = mlp(D, cfg.ff_mult * D, D, cfg.activation)
         self.drop = Dropout(cfg.dropout)
+        self.q_norm = norm_layer("rms", D // cfg.n_heads) if cfg.qk_norm else None
+        self.k_norm = norm_layer("rms", D // cfg.n_heads) if cfg.qk_norm else None
+        if cfg.zero_init_out:
+            for layer in (self.out, self.ff[-1]):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         B, S, D = x.shape
+        # each (B, S, H, Dh)
         q, k, v = self.qkv(self.norm1(x)).view(B, S, 3, self.n_heads, D // self.n_heads).unbind(2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         a = causal_attention(*(t.transpose(1, 2) for t in (q, k, v)), self.rotary,
                               self.attention_dropout if self.training else 0.0)
         x = x + self.drop(self.out(a))
@@ -238,7 +286,7 @@ class Encoder(nn.Module):
         self.drop = Dropout(cfg.dropout)
         block = SASRecBlock if cfg.block == "sasrec" else Block
         self.blocks = nn.ModuleList(block(cfg, rotary) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.norm = norm_layer(cfg.norm, cfg.d_model)
 
     def forward(self, x: Tensor, timestamp: Tensor | None = None,
                 mask: Tensor | None = None) -> Tensor:
@@ -434,9 +482,11 @@ def encoder_parameter_count(cfg: ModelConfig) -> int:
     if cfg.encoder == "hstu":
         return hstu_parameter_count(cfg, tokens) + cfg.d_model  # + the start state
     D, H = cfg.d_model, cfg.ff_mult * cfg.d_model
-    block = (3 * D * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D) + 4 * D
+    norm = 2 * D if cfg.norm == "layer" else D  # gain and bias, or the gain alone
+    qk_norm = 2 * (D // cfg.n_heads) if cfg.qk_norm else 0  # gains over a head's width
+    block = (3 * D * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D) + 2 * norm + qk_norm
     positions = tokens * D if cfg.positions == "learned" else 0
-    return cfg.n_layers * block + positions + 2 * D + D
+    return cfg.n_layers * block + positions + norm + D
 
 
 def model_config(preset: str = "debug", **overrides) -> ModelConfig:
