@@ -78,7 +78,7 @@ def main() -> None:
                         "pair_accuracy": accuracy("test", model.predict(_matrix(test, columns,
                                                                                 [])))})
         if extra == ["score"]:
-            importances = dict(zip(columns, map(float, model.get_feature_importance())))
+            importances = dict(zip(columns, map(float, model.get_feature_importance(type="PredictionValuesChange"))))
     base = rankers[0]["pair_accuracy"]
     for row in rankers:
         row["uplift"] = row["pair_accuracy"] / base - 1.0
