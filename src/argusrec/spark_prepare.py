@@ -111,7 +111,7 @@ class SparkEngine:
                        route=route, key=key if key is not None else user_bucket(n_buckets))
         probe = read_piece(parts[0].head(0), log, config, route, user_bucket(1))
         casts, ddl = _travel_types(probe.collect_schema(), log)
-        buckets = tmp / "_buckets"
+        buckets = tmp / "buckets"  # not "_buckets": Spark's readers skip names starting "_"
         events = self.session.range(len(pieces), numPartitions=len(pieces)).mapInArrow(
             partial(_arrow_batches, read=read, casts=casts), ddl)
         with _carried_errors():
