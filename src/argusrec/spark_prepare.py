@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,10 @@ def spark_session(master: str | None = None):
         return active
     if master is None or master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # pyspark warns on every Arrow job that it does not yet support pandas 3; this engine
+    # hands Spark Arrow batches and never a pandas frame
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                            category=FutureWarning)
     builder = SparkSession.builder.appName("argusrec prepare")
     if master is not None:
         builder = builder.master(master)
