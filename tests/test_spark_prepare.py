@@ -131,3 +131,27 @@ def test_bad_input_is_the_same_error(tmp_path, spark):
     assert not (tmp_path / "out").exists()
     with pytest.raises(DataError, match="--spark-master applies to --engine spark"):
         prepare(root, tmp_path / "out", config, progress=False, spark_master="local[1]")
+
+
+def test_a_bucket_task_run_twice_writes_the_same_shard(sim_log, tmp_path):
+    """Spark runs a failed task again: the second try reads its bucket again and replaces
+    what the first wrote."""
+    from argusrec.engines import PolarsEngine
+    from argusrec.readers import read_events
+    from argusrec.shard_writer import bucket_directories, prepare_bucket
+    from argusrec.stages import _Encoder, _split_boundaries, in_seconds
+
+    config = PrepareConfig(shard_events=1_000)
+    log = read_events(sim_log)
+    total, buckets = PolarsEngine().partition(log, tmp_path, config, False)
+    scan = pl.scan_parquet(buckets / "**" / "*.parquet", hive_partitioning=False)
+    bounds = _split_boundaries(scan, config.split, total, log)
+    vocab = PolarsEngine().vocabularies(scan, log, buckets, None)
+    directory = bucket_directories(buckets)[0]
+    runs = [prepare_bucket(directory, tmp=tmp_path, log=log, config=config,
+                           encode=_Encoder(log, config, bounds, vocab),
+                           schema=in_seconds(log.frame, log, config).collect_schema(),
+                           remove_input=False) for _ in range(2)]
+    assert runs[0].directory == runs[1].directory and directory.exists()
+    assert runs[0].user_table.equals(runs[1].user_table) and runs[0].events == runs[1].events
+    assert len(list((tmp_path / runs[1].directory).glob("*.npy"))) > 5

@@ -215,7 +215,8 @@ def _prepare_into(log: EventLog, source, tmp: Path, config: PrepareConfig, progr
     encode = _Encoder(log, config, bounds, vocab)
     stats = _ShardStats(len(vocab.items))
     work = partial(prepare_bucket, tmp=tmp, log=log, config=config, encode=encode,
-                   schema=in_seconds(log.frame, log, config).collect_schema())
+                   schema=in_seconds(log.frame, log, config).collect_schema(),
+                   remove_input=engine.name == "polars")
     for result in engine.map(work, bucket_directories(buckets), desc="prepare: shards",
                              progress=progress):
         stats.record(tmp, result)

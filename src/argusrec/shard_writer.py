@@ -10,6 +10,7 @@ users.parquet, items.parquet and meta.json. The layout is argusrec.sequences'.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +48,7 @@ def write_bucket_shard(tmp: Path, directory: str, arrays: dict[str, np.ndarray],
     """Write one shard's arrays to ``tmp/directory`` (nothing for a bucket without users)."""
     if len(user_table) == 0:
         return ShardResult(None, user_table)
+    shutil.rmtree(tmp / directory, ignore_errors=True)  # an earlier try of the same task
     write_shard(tmp / directory, arrays)
     train = arrays["split"] == TRAIN
     return ShardResult(
@@ -129,10 +131,12 @@ def read_bucket(directory: Path, schema: pl.Schema) -> pl.DataFrame:
 
 
 def prepare_bucket(directory: Path, *, tmp: Path, log: EventLog, config: PrepareConfig,
-                   encode: _Encoder, schema: pl.Schema) -> ShardResult:
+                   encode: _Encoder, schema: pl.Schema, remove_input: bool) -> ShardResult:
     """Clean, encode and write one bucket as shard ``shards/_bucket<N>`` (renamed into its
-    place by ``_ShardStats.record``); the bucket's files are deleted once read. Runs where
-    the engine puts it: in this process, or on a Spark executor."""
+    place by ``_ShardStats.record``). Runs where the engine puts it: in this process, or on a
+    Spark executor, where a failed task is run again: a rerun replaces what an earlier try
+    wrote, and the bucket is read again (``remove_input`` deletes it once read, which only the
+    one-process engine does, to bound the disk it needs)."""
     counters = Counters()
     df = clean_bucket(read_bucket(directory, schema), log, config, counters)
     arrays, user_table = encode(df, -1)
@@ -140,9 +144,8 @@ def prepare_bucket(directory: Path, *, tmp: Path, log: EventLog, config: Prepare
                                 user_table)
     result.duplicates_dropped = counters.duplicates_dropped
     result.reactions_merged = counters.reactions_merged
-    for file in directory.iterdir():
-        file.unlink()
-    directory.rmdir()
+    if remove_input:
+        shutil.rmtree(directory)
     return result
 
 
