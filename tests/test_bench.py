@@ -24,7 +24,7 @@ def test_suite_runs_each_encoder_loss_and_seed(tmp_path):
     for r in rows.values():
         assert r["seeds"] == 2 and 0 <= r["HR@10"] <= 1 and r["HR@10_std"] >= 0
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert saved["suite"] == "v1"
+    assert saved["suite"] == "v2"
     assert "± " in (tmp_path / "bench" / "results.md").read_text()
 
 
@@ -55,6 +55,28 @@ def test_rerun_reuses_finished_runs_and_retrains_changed_ones(tmp_path):
     assert again["runs"] == first["runs"]
     changed = run_suite(path, out, max_steps=4, **kw)
     assert record.stat().st_mtime_ns != stamp and changed["runs"][0]["steps"] == 4
+
+
+def test_auto_losses_choose_each_encoders_loss_on_validation(tmp_path):
+    path, out = _tiny(tmp_path), tmp_path / "bench"
+    result = run_suite(path, out, fmt="sasrec", encoders=("sasrec",), seeds=(0, 1),
+                       max_steps=3, budget=0, threads=1, progress=False)
+    runs = {(r["loss"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {("full", 0), ("logq", 0), ("corrected", 0),
+                         (result["chosen_losses"]["sasrec"], 1)}
+    best = max(("full", "logq", "corrected"), key=lambda x: runs[x, 0]["val_NDCG@10"])
+    assert result["chosen_losses"] == {"sasrec": best}
+    assert [(r["loss"], r["seeds"]) for r in result["summary"]] == [(best, 2)]
+    assert len(result["losses_tried"]) == 2 and result["budget_minutes"] is None
+    assert "not chosen" in (out / "results.md").read_text()
+
+
+def test_the_size_class_budget_reaches_every_run(tmp_path):
+    path, out = _tiny(tmp_path), tmp_path / "bench"
+    data = bench.PreparedData(resolve_dataset(path, out, "sasrec")[0])
+    assert bench.default_config(data, "sasrec", "full", 0)["max_minutes"] == 20.0
+    assert bench.default_config(data, "sasrec", "full", 0, budget=5)["max_minutes"] == 5
+    assert bench.default_config(data, "sasrec", "full", 0, budget=0)["max_minutes"] is None
 
 
 @pytest.mark.slow

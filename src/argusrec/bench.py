@@ -6,6 +6,12 @@ configuration of the dataset's size class, stops early on the *validation* metri
 test), evaluates the best checkpoint on the test split, and writes a Markdown table and JSON
 with the mean and spread over seeds.
 
+Every run has a wall-clock budget (the size class's, or ``budget`` minutes): its lr schedule
+is planned to end inside it (argusrec.fit), so a suite's length is known before it starts.
+The losses ``auto`` choose each encoder's loss on validation: the first seed of every loss,
+then the other seeds of the loss whose validation metric was best (the default suite: three
+encoders, 15 runs, :data:`SUITE_HOURS` hours at two runs side by side).
+
 Named datasets follow the public protocols: ``ml-1m`` (SASRec's file) and ``beauty``
 (S3-Rec's file) use leave-one-out; ``ml-100k`` a global temporal split; ``simulator`` the
 built-in simulator with Yambda's protocol. Any event file in a supported format can be given
@@ -40,7 +46,7 @@ from argusrec.train import TrainConfig, pretrain, sasrec_overrides
 
 log = logging.getLogger(__name__)
 
-SUITE_VERSION = "v1"
+SUITE_VERSION = "v2"  # v2: a time budget per run, losses chosen on validation
 # Where the named datasets' files were found before --data-dir: ../shared/data of a checkout.
 CHECKOUT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 NAMED = {
@@ -50,6 +56,7 @@ NAMED = {
 }
 ENCODERS = ("argus", "hstu", "sasrec")
 LOSSES = ("full", "logq", "corrected")
+AUTO = "auto"  # the losses: each encoder's chosen on validation (see the module docstring)
 
 # Size classes by training events. Per class: model width, layers, dropout, batch, lr, the
 # optimizer and the step budget; early stopping ends most runs sooner. The medium class's
@@ -57,14 +64,19 @@ LOSSES = ("full", "logq", "corrected")
 # NDCG@10 (docs/benchmarks.md, "Pretraining: ML-1M"). Random batches (no length grouping)
 # won on both ML-1M (medium) and Beauty (small) validation over full-length runs.
 _ADAM = {"weight_decay": 0.0, "betas": (0.9, 0.999), "grad_clip": 0.0}
+# ``budget``: wall-clock minutes per run (None: the step cap alone), sized so that the default
+# suite (15 runs, two side by side) fits three hours on a 2-core CPU.
 SIZE_CLASSES = {
     "small": dict(max_events=300_000, d_model=64, n_layers=2, dropout=0.5, batch_size=128,
-                  lr=1e-3, optim=_ADAM, max_steps=8000, eval_every=400, group_by_length=False),
+                  lr=1e-3, optim=_ADAM, max_steps=8000, eval_every=400, group_by_length=False,
+                  budget=20.0),
     "medium": dict(max_events=5_000_000, d_model=64, n_layers=2, dropout=0.1, batch_size=128,
-                   lr=1e-3, optim=_ADAM, max_steps=8000, eval_every=600, group_by_length=False),
+                   lr=1e-3, optim=_ADAM, max_steps=8000, eval_every=600, group_by_length=False,
+                   budget=20.0),
     "large": dict(max_events=None, d_model=256, n_layers=4, dropout=0.1, batch_size=64,
-                  lr=5e-4, max_steps=20000, eval_every=1000),
+                  lr=5e-4, max_steps=20000, eval_every=1000, budget=None),
 }
+SUITE_HOURS = 2.6  # 15 runs x 20 minutes / 2 side by side, plus preparing and testing
 
 
 def size_class(train_events: int) -> str:
@@ -81,8 +93,10 @@ def window_length(lengths: np.ndarray) -> int:
 
 
 def default_config(data, encoder: str, loss: str, seed: int, *, patience: int = 4,
-                   threads: int | None = None, max_steps: int | None = None) -> dict[str, Any]:
-    """The suite's TrainConfig fields for one run on a prepared dataset."""
+                   threads: int | None = None, max_steps: int | None = None,
+                   budget: float | None = None) -> dict[str, Any]:
+    """The suite's TrainConfig fields for one run on a prepared dataset. ``budget``: minutes
+    per run (None: the size class's; 0: no time budget, the step cap alone)."""
 
     users = data.users()
     train_events = int(users["n_train"].sum())
@@ -101,6 +115,7 @@ def default_config(data, encoder: str, loss: str, seed: int, *, patience: int = 
         "max_steps": max_steps or c["max_steps"], "eval_every": c["eval_every"],
         "patience": patience, "eval_max_users": 3000, "checkpoint_every": 10**9,
         "group_by_length": c.get("group_by_length", True),
+        "max_minutes": (budget or None) if budget is not None else c["budget"],
         "threads": threads}
     if encoder == "sasrec":
         fields = apply_overrides(fields, sasrec_overrides())
@@ -194,6 +209,7 @@ def _one_run(prepared: str, run_dir: str, fields: dict[str, Any], exclude: bool,
                        progress=False)
     record = {"HR@10": results["HR@10"], "HR@20": results["HR@20"],
               "NDCG@10": results["NDCG@10"], "NDCG@20": results["NDCG@20"],
+              "val_" + fields.get("eval_metric", "NDCG@10"): summary.best_value,
               "best_step": summary.best_step, "steps": summary.steps, "train_seconds": seconds,
               "tokens_per_second": summary.tokens_per_second,
               "parameters": summary.parameters["total"],
@@ -216,17 +232,18 @@ def _finished(run_dir: Path, fields: dict[str, Any], exclude: bool) -> dict[str,
 
 
 def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
-              encoders=ENCODERS, losses=LOSSES, seeds=(0, 1, 2), max_steps: int | None = None,
-              patience: int = 4, threads: int | None = None, exclude_seen: bool | None = None,
-              jobs: int = 1, data_dir: str | Path | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              encoders=ENCODERS, losses=(AUTO,), seeds=(0, 1, 2), max_steps: int | None = None,
+              budget: float | None = None, patience: int = 4, threads: int | None = None,
+              exclude_seen: bool | None = None, jobs: int = 1,
+              data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the suite; write OUT/results.json and OUT/results.md; return the results.
 
     Runs that finished before with the same configuration are reused, so a suite can be
     completed over several sessions, and one interrupted run costs only itself. ``jobs`` > 1
     trains that many runs at once in separate processes (a GPU, or a machine with many cores:
     each run gets ``threads`` or an equal share of the cores). ``data_dir`` holds the named
-    datasets (:func:`resolve_dataset`).
+    datasets (:func:`resolve_dataset`). ``losses`` ``("auto",)`` chooses each encoder's loss
+    on validation (the module docstring); ``budget``: minutes per run (:func:`default_config`).
     """
 
     if jobs < 1:
@@ -239,17 +256,53 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
     exclude = loo if exclude_seen is None else exclude_seen
     if jobs > 1 and threads is None:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-    plan = []
-    for encoder in encoders:
-        for loss in losses:
-            for seed in seeds:
-                name = f"{encoder}-{loss}-s{seed}"
-                fields = default_config(data, encoder, loss, seed, patience=patience,
-                                        threads=threads, max_steps=max_steps)
-                plan.append((encoder, loss, seed, name, fields))
+    choose = tuple(losses) == (AUTO,)
+
+    def plan_of(cells):
+        return [(e, x, s, f"{e}-{x}-s{s}",
+                 default_config(data, e, x, s, patience=patience, threads=threads,
+                                max_steps=max_steps, budget=budget)) for e, x, s in cells]
+
+    def run(plan):
+        return _run_plan(plan, prepared, out, exclude, jobs, label, progress)
+
+    records: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, str] = {}
+    if choose:  # the first seed of every loss, then the best loss's other seeds
+        first = plan_of([(e, x, seeds[0]) for e in encoders for x in LOSSES])
+        records.update(run(first))
+        key = "val_NDCG@10"
+        for e in encoders:
+            chosen[e] = max(LOSSES, key=lambda x: records[f"{e}-{x}-s{seeds[0]}"][key])
+        rest = plan_of([(e, chosen[e], s) for e in encoders for s in seeds[1:]])
+        records.update(run(rest))
+        plan = first + rest
+    else:
+        plan = plan_of([(e, x, s) for e in encoders for x in losses for s in seeds])
+        records.update(run(plan))
+    runs = [{"encoder": e, "loss": x, "seed": s, **records[name]} for e, x, s, name, _ in plan]
+    kept = [r for r in runs if not chosen or chosen[r["encoder"]] == r["loss"]]
+    result = {"suite": SUITE_VERSION, "dataset": label, "prepared": str(prepared),
+              "protocol": data.info.split.kind, "exclude_seen": exclude,
+              "size_class": size_class(int(data.users()["n_train"].sum())),
+              "budget_minutes": plan[0][4]["max_minutes"] if plan else None,
+              "chosen_losses": chosen, "runs": runs, "summary": summarise(kept),
+              "losses_tried": summarise([r for r in runs if r not in kept]) if chosen else [],
+              "published": PUBLISHED.get(label, [])}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out / "results.json")
+    (out / "results.md").write_text(markdown(result) + "\n")
+    return result
+
+
+def _run_plan(plan, prepared, out: Path, exclude: bool, jobs: int, label: str,
+              progress: bool) -> dict[str, dict[str, Any]]:
+    """Every run of ``plan`` (encoder, loss, seed, name, fields): reused when it finished
+    with the same configuration, else trained (``jobs`` at once); their records by name."""
     records: dict[str, dict[str, Any]] = {}
     todo = []
-    for encoder, loss, seed, name, fields in plan:
+    for _, _, _, name, fields in plan:
         done = _finished(out / "runs" / name, fields, exclude)
         if done is not None:
             records[name] = done
@@ -275,17 +328,7 @@ def run_suite(dataset: str, out: str | Path, *, fmt: str | None = None,
                 if progress:
                     log.info("== %s %s: NDCG@10 %.4f ==", label, name,
                              records[name]["NDCG@10"])
-    runs = [{"encoder": e, "loss": x, "seed": s, **records[name]}
-            for e, x, s, name, _ in plan]
-    result = {"suite": SUITE_VERSION, "dataset": label, "prepared": str(prepared),
-              "protocol": data.info.split.kind, "exclude_seen": exclude,
-              "size_class": size_class(int(data.users()["n_train"].sum())),
-              "runs": runs, "summary": summarise(runs), "published": PUBLISHED.get(label, [])}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "results.json")
-    (out / "results.md").write_text(markdown(result) + "\n")
-    return result
+    return records
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -296,9 +339,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (encoder, loss), rs in groups.items():
         row: dict[str, Any] = {"encoder": encoder, "loss": loss, "seeds": len(rs)}
-        for key in ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "train_seconds",
+        for key in ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "val_NDCG@10", "train_seconds",
                     "tokens_per_second"):
-            values = [r[key] for r in rs]
+            values = [r.get(key, math.nan) for r in rs]
             row[key] = statistics.fmean(values)
             row[key + "_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
         row["parameters"] = rs[0]["parameters"]
@@ -312,17 +355,26 @@ def markdown(result: dict[str, Any]) -> str:
         return (f"{row[key]:.{digits}f}" if math.isnan(std)
                 else f"{row[key]:.{digits}f} ± {std:.{digits}f}")
 
+    def table(rows):
+        out = ["| encoder | loss | seeds | HR@10 | NDCG@10 | HR@20 | NDCG@20 | val NDCG@10 "
+               "| train s | tokens/s | parameters |",
+               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['encoder']} | {r['loss']} | {r['seeds']} | {pm(r, 'HR@10')} | "
+                f"{pm(r, 'NDCG@10')} | {pm(r, 'HR@20')} | {pm(r, 'NDCG@20')} | "
+                f"{pm(r, 'val_NDCG@10')} | {r['train_seconds']:.0f} | "
+                f"{r['tokens_per_second']:,.0f} | {r['parameters']:,} |" for r in rows]
+        return out
+
+    budget = result.get("budget_minutes")
     lines = [f"Suite {result['suite']} on {result['dataset']} ({result['protocol']}, seen items "
              f"{'excluded' if result['exclude_seen'] else 'kept'}, size class "
-             f"{result['size_class']}); mean ± std over seeds, best checkpoint by validation "
-             "NDCG@10", "",
-             "| encoder | loss | seeds | HR@10 | NDCG@10 | HR@20 | NDCG@20 | train s | tokens/s "
-             "| parameters |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["summary"]:
-        lines.append(f"| {r['encoder']} | {r['loss']} | {r['seeds']} | {pm(r, 'HR@10')} | "
-                     f"{pm(r, 'NDCG@10')} | {pm(r, 'HR@20')} | {pm(r, 'NDCG@20')} | "
-                     f"{r['train_seconds']:.0f} | {r['tokens_per_second']:,.0f} | "
-                     f"{r['parameters']:,} |")
+             f"{result['size_class']}, "
+             + (f"{budget:g} minutes per run" if budget else "no time budget")
+             + "); mean ± std over seeds, best checkpoint by validation NDCG@10", ""]
+    lines += table(result["summary"])
+    if result.get("losses_tried"):
+        lines += ["", "Losses tried on the first seed and not chosen (validation NDCG@10 "
+                  "chose each encoder's loss):", ""] + table(result["losses_tried"])
     if result.get("published"):
         lines += ["", "Published on the same file and protocol (HR@10 / NDCG@10; sources in "
                   "docs/benchmarks.md):", "", "| model | HR@10 | NDCG@10 |", "|---|---:|---:|"]

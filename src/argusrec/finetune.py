@@ -42,7 +42,7 @@ _LEGACY_OPTIM = {"lr", "weight_decay", "warmup_steps", "grad_clip"}
 FINETUNE_OPTIM = {"lr": 3e-4, "warmup_steps": 50}  # where fine-tuning's defaults differ
 
 # Fields `argus finetune --resume` may change (argusrec.train.RESUMABLE's counterpart).
-RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
+RESUMABLE = ("max_steps", "max_minutes", "epochs", "eval_every", "patience", "checkpoint_every",
              "keep_checkpoints", "log_every", "threads", "num_workers", "device",
              "nonfinite_patience", "parallel", "activation_checkpointing", "compile",
              "optim.grad_accum")
@@ -68,6 +68,10 @@ class FinetuneConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="windows per micro-batch (per rank)")
     epochs: float = Field(1.0, gt=0, description="passes over the examples (without max_steps)")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps")
+    max_minutes: float | None = Field(
+        None, gt=0, description="a wall-clock budget for training, validations included: the "
+        "schedule's cosine is planned to end inside it (from the measured step rate) and the "
+        "run stops at it; max_steps or epochs still cap the steps")
     from_scratch: bool = Field(False, description="ablation: random initialisation instead of "
                                "the pretrained weights")
     seed: int = Field(0, ge=0)

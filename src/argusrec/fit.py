@@ -64,6 +64,7 @@ class Loop:
     activation_checkpointing: bool = False
     compile: bool = False
     nonfinite_patience: int = 10
+    max_minutes: float | None = None
 
     @classmethod
     def of(cls, cfg: Any) -> "Loop":
@@ -164,6 +165,7 @@ class TrainSummary:
     best_step: int | None = None
     skipped_steps: int = 0
     metric_sums: dict[str, float] = field(default_factory=dict)
+    budget_steps: int | None = None  # the steps a time budget planned (max_minutes)
 
     @property
     def tokens_per_second(self) -> float:
@@ -198,7 +200,10 @@ class _Run:
         order = BatchOrder(len(task.dataset), loop.batch_size, loop.seed,
                            task.lengths if loop.group_by_length else None)
         per_step = loop.optim.grad_accum * world.size  # micro-batches of the order per step
-        self.total = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
+        # the step cap; a time budget (max_minutes) plans ``total`` at or below it
+        self.cap = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
+        self.total = self.cap
+        self.elapsed_before = 0.0  # seconds trained before a resume (the budget counts them)
         self.bf16 = loop.bf16 if loop.bf16 is not None else (
             device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.wrapped = parallelize(model, world, mode=loop.parallel,
@@ -207,7 +212,7 @@ class _Run:
         if task.reseed is not None:
             torch.manual_seed(task.reseed)
         self.optimizer = build_optimizer(model, loop.optim)
-        self.scheduler = build_schedule(self.optimizer, self.total, loop.optim)
+        self.scheduler = build_schedule(self.optimizer, lambda: self.total, loop.optim)
         self.format = checkpoint_format(
             loop.checkpoint_format, fsdp=world.distributed and loop.parallel == "fsdp",
             state_bytes=state_bytes(model))
@@ -257,6 +262,9 @@ class _Run:
             load_full_state(self.wrapped, resume.weights(), self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.micro = state["step"], state["micro"]
+        self.elapsed_before = state.get("elapsed", 0.0)
+        if self.loop.max_minutes is not None and state.get("total") is not None:
+            self.total = min(self.cap, max(state["total"], self.step + 1))
         if self.step >= self.total:
             raise DataError(f"the run is already complete: step {self.step} of {self.total}",
                             path=self.out,
@@ -266,6 +274,7 @@ class _Run:
     def train(self, *, progress: bool, stop_after: int | None) -> TrainSummary:
         summary, world = self.summary, self.world
         started = time.perf_counter()
+        self.started, self.first_step = started, self.step
         bar = tqdm(total=self.total, initial=self.step, desc=self.task.name, unit="step",
                    disable=not (progress and world.main), dynamic_ncols=True)
         try:
@@ -282,7 +291,11 @@ class _Run:
                     interrupted = stop.set or (stop_after is not None and
                                                self.step >= stop_after)
                     interrupted = bool(all_reduce(interrupted, world, op="max"))
+                    self._plan_budget(bar, validated=False)
                     improved, patience_out = self._validate(bar)
+                    if improved or (self.loop.eval_every and
+                                    self.step % self.loop.eval_every == 0):
+                        self._plan_budget(bar, validated=True)
                     if (self.step % self.loop.checkpoint_every == 0 or self.step == self.total
                             or interrupted or improved or patience_out):
                         self._checkpoint(improved)
@@ -295,8 +308,43 @@ class _Run:
                 self.writer.close()
         summary.steps = self.step
         summary.seconds = time.perf_counter() - started
+        summary.budget_steps = self.total if self.loop.max_minutes is not None else None
         summary.final_loss = summary.losses[-1] if summary.losses else math.nan
         return summary
+
+    # steps after which a time budget first plans the run (the rate has settled by then)
+    PLAN_AFTER = 30
+
+    def _plan_budget(self, bar, *, validated: bool) -> None:
+        """With ``max_minutes``: plan ``total`` (the steps the cosine schedule decays over) so
+        that training, validations included, ends inside the budget, never above the step cap.
+        Planned once the rate has settled and again after every validation (whose cost then
+        counts in the rate); the budget's end makes the current step the last, which is
+        validated and checkpointed like any last step. Every rank plans from the slowest
+        rank's clock, so all agree."""
+        budget = self.loop.max_minutes
+        if budget is None:
+            return
+        done = self.step - self.first_step
+        if not (validated or done == self.PLAN_AFTER or self._over_budget()):
+            return
+        elapsed = all_reduce(time.perf_counter() - self.started, self.world, op="max")
+        spent = self.elapsed_before + elapsed
+        left = budget * 60 - spent
+        if left <= 0:
+            total = self.step
+        else:
+            total = self.step + int(left / (elapsed / max(done, 1)))
+        total = max(self.step, min(self.cap, total))
+        if total != self.total:
+            self.total = total
+            bar.total = total
+            bar.refresh()
+
+    def _over_budget(self) -> bool:
+        """The budget is spent (checked every step; agreed over ranks)."""
+        spent = self.elapsed_before + time.perf_counter() - self.started
+        return bool(all_reduce(spent >= self.loop.max_minutes * 60, self.world, op="max"))
 
     def _optimizer_step(self) -> tuple[float, int, dict[str, float]]:
         """Accumulate the micro-batches, then clip and update (or skip a non-finite step);
@@ -396,7 +444,9 @@ class _Run:
         return {"scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
                 "micro": self.micro, "best_value": self.summary.best_value,
                 "best_step": self.summary.best_step, "stale": self.stale,
-                "world_size": self.world.size}
+                "world_size": self.world.size, "total": self.total,
+                "elapsed": self.elapsed_before + time.perf_counter() - getattr(
+                    self, "started", time.perf_counter())}
 
 
 def state_bytes(model: nn.Module) -> int:

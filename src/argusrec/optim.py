@@ -18,7 +18,7 @@ Legend: m rows (output neurons), n columns (inputs) of a weight matrix; k fused 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -239,8 +239,11 @@ def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, total: int,
+def build_schedule(optimizer: torch.optim.Optimizer, total: int | Callable[[], int],
                    cfg: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """The warmup + cosine schedule over ``total`` optimizer steps: every param group's lr is
-    its peak (AdamW's ``lr``; NorMuon's ``muon_lr``) times :func:`lr_factor`."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
+    its peak (AdamW's ``lr``; NorMuon's ``muon_lr``) times :func:`lr_factor`. ``total`` may
+    be a function, read at every step: a time budget re-plans the length of a run."""
+    planned = total if callable(total) else (lambda: total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                             lambda s: lr_factor(s, planned(), cfg))

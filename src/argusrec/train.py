@@ -45,6 +45,10 @@ class TrainConfig(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     batch_size: int = Field(32, ge=1, description="windows per micro-batch")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = epochs")
+    max_minutes: float | None = Field(
+        None, gt=0, description="a wall-clock budget for training, validations included: the "
+        "schedule's cosine is planned to end inside it (from the measured step rate) and the "
+        "run stops at it; max_steps or epochs still cap the steps")
     epochs: float = Field(1.0, gt=0, description="passes over the training windows "
                           "(when max_steps is None)")
     positives_only: bool = Field(False, description="train on positive events only (SASRec)")
@@ -134,7 +138,7 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> ArgusModel:
 # Fields `--resume` may change: they do not alter what was trained so far. Everything else
 # comes from the run's saved config.
 # The topology ones (parallel, accumulation) let a run saved on N ranks resume on M.
-RESUMABLE = ("max_steps", "epochs", "eval_every", "patience", "checkpoint_every",
+RESUMABLE = ("max_steps", "max_minutes", "epochs", "eval_every", "patience", "checkpoint_every",
              "keep_checkpoints", "log_every", "threads", "num_workers", "device",
              "eval_max_users", "nonfinite_patience", "parallel", "activation_checkpointing", "compile",
              "optim.grad_accum", "checkpoint_format")
