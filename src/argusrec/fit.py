@@ -5,8 +5,9 @@ loss, not in how a step, a checkpoint, a resume or a parallel wrapper works.
 how to validate, what configs to save) and the loop's settings, and carries: deterministic
 batches (a pure function of seed and epoch, so a resume continues exactly), gradient
 accumulation, bf16 autocast, clipping, skipping non-finite steps, TensorBoard logging,
-validation with early stopping and a ``best`` checkpoint, atomic checkpoints, SIGTERM/SIGINT,
-resume, and DDP / FSDP2 applied from outside the model (argusrec.parallel) under torchrun.
+validation with early stopping and a ``best`` checkpoint, a wall-clock budget that plans the
+schedule's length (``max_minutes``), atomic checkpoints, SIGTERM/SIGINT, resume, and DDP /
+FSDP2 applied from outside the model (argusrec.parallel) under torchrun.
 Each rank takes every world_size-th micro-batch of one global order (no two ranks see the
 same example), and rank 0 writes logs and consolidated checkpoints; in the sharded format
 (state too large for one host) every rank writes its own shards (argusrec.checkpoint).
@@ -204,6 +205,7 @@ class _Run:
         self.cap = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
         self.total = self.cap
         self.elapsed_before = 0.0  # seconds trained before a resume (the budget counts them)
+        self.started, self.first_step = time.perf_counter(), 0  # set again when training starts
         self.bf16 = loop.bf16 if loop.bf16 is not None else (
             device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.wrapped = parallelize(model, world, mode=loop.parallel,
@@ -445,8 +447,7 @@ class _Run:
                 "micro": self.micro, "best_value": self.summary.best_value,
                 "best_step": self.summary.best_step, "stale": self.stale,
                 "world_size": self.world.size, "total": self.total,
-                "elapsed": self.elapsed_before + time.perf_counter() - getattr(
-                    self, "started", time.perf_counter())}
+                "elapsed": self.elapsed_before + time.perf_counter() - self.started}
 
 
 def state_bytes(model: nn.Module) -> int:
