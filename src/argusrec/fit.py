@@ -325,7 +325,7 @@ class _Run:
         validated and checkpointed like any last step. Every rank plans from the slowest
         rank's clock, so all agree."""
         budget = self.loop.max_minutes
-        if budget is None:
+        if budget is None or self.step >= self.total:  # no budget, or the run's last step
             return
         done = self.step - self.first_step
         if not (validated or done == self.PLAN_AFTER or self._over_budget()):
