@@ -131,3 +131,16 @@ def test_bench_cli_data_dir_option(tmp_path):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "ml-100k/ml-100k.inter" in result.output
+
+
+def test_bench_cli_refuses_auto_mixed_with_named_losses(tmp_path):
+    from typer.testing import CliRunner
+
+    from argusrec.cli import app
+
+    result = CliRunner().invoke(app, ["bench", _tiny(tmp_path), "--format", "sasrec",
+                                      "--losses", "auto,full", "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0 and "auto" in result.output and "alone" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert "--budget" in result.output
