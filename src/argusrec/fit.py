@@ -275,8 +275,7 @@ class _Run:
 
     def train(self, *, progress: bool, stop_after: int | None) -> TrainSummary:
         summary, world = self.summary, self.world
-        started = time.perf_counter()
-        self.started, self.first_step = started, self.step
+        self.started, self.first_step = time.perf_counter(), self.step
         bar = tqdm(total=self.total, initial=self.step, desc=self.task.name, unit="step",
                    disable=not (progress and world.main), dynamic_ncols=True)
         try:
@@ -285,7 +284,7 @@ class _Run:
                     loss, tokens, metrics = self._optimizer_step()
                     summary.tokens += tokens
                     summary.losses.append(loss)
-                    elapsed = time.perf_counter() - started
+                    elapsed = time.perf_counter() - self.started
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}",
                                     tok_s=f"{summary.tokens / max(elapsed, 1e-9):,.0f}")
@@ -309,7 +308,7 @@ class _Run:
             if self.writer is not None:
                 self.writer.close()
         summary.steps = self.step
-        summary.seconds = time.perf_counter() - started
+        summary.seconds = time.perf_counter() - self.started
         summary.budget_steps = self.total if self.loop.max_minutes is not None else None
         summary.final_loss = summary.losses[-1] if summary.losses else math.nan
         return summary
