@@ -402,7 +402,8 @@ def study(data: str | Path, out: str | Path, cfg: StudyConfig | None = None, *,
 # Columns of the table: (key in a run's result, heading, higher is better).
 COLUMNS = [("argus_alone", "PairAcc alone", True), ("uplift", "ranker uplift", True),
            ("ranker_with_argus", "ranker + ARGUS", True),
-           ("entropy/next_item", "next-item entropy", False), ("HR@100", "HR@100", True),
+           ("entropy/next_item", "next-item entropy", False),
+           ("logloss/played_ratio", "played log loss", False), ("HR@100", "HR@100", True),
            ("AUC/like", "AUC like", True), ("AUC/played_ratio", "AUC played", True)]
 
 
@@ -514,7 +515,8 @@ def markdown(result: dict) -> str:
 # -- plots ------------------------------------------------------------------------------------
 
 def plot_study(result: dict, out: Path) -> list[Path]:
-    """study-sizes.png (uplift and entropies against log10 parameters, fitted lines) and
+    """study-sizes.png (uplift, both pretraining losses and the score alone against log10
+    parameters, fitted lines: the paper's scaling figure) and
     study-history.png (PairAccuracy alone and uplift against history length), where the
     study ran those groups."""
     import matplotlib  # deferred: plotting is the study's last step only
@@ -530,10 +532,11 @@ def plot_study(result: dict, out: Path) -> list[Path]:
     if len(by_group.get("sizes", [])) >= 2:
         arms_ = sorted(by_group["sizes"], key=lambda a: a["x"])
         x = np.log10([a["x"] for a in arms_])
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        for ax, key, title in zip(axes, ("uplift", "entropy/next_item", "argus_alone"),
-                                  ("ranker uplift", "next-item entropy (test)",
-                                   "PairAccuracy, fine-tuned score alone")):
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+        panels = (("uplift", "ranker uplift"), ("entropy/next_item", "next-item entropy (test)"),
+                  ("logloss/played_ratio", "feedback log loss, played ratio (test)"),
+                  ("argus_alone", "PairAccuracy, fine-tuned score alone"))
+        for ax, (key, title) in zip(axes, panels):
             y = np.array([rows[a["name"]]["stats"][key]["mean"] for a in arms_])
             e = np.array([rows[a["name"]]["stats"][key]["std"] for a in arms_])
             ax.errorbar(x, y, yerr=e, fmt="o", capsize=3)
