@@ -1,0 +1,277 @@
+"""Variants of `argus study`'s reference arm, run outside the study's groups: a probe.
+
+A question like "is the pretraining budget what limits the study?" or "does the model use
+its history once items are exact?" wants a few pretrainings that differ from the study's
+reference in one or two fields, each scored like the study scores it (test next-item and
+feedback metrics, and where asked the fine-tuned score under the same final ranker), plus
+the validation figures that tell a real gain from a lucky test period. This runs them:
+
+    python benchmarks/study_probe.py DATA OUT --config study-sim --oracle SIM_DIR \\
+        --arm exact-644-lr5e-3:model.item_embedding=exact,max_steps=644,optim.lr=0.005 \\
+        --arm 2048-1288:model.max_len=2048,max_steps=1288 [--arm ...] \\
+        [--seeds 0] [--jobs 2] [--finetune NAME,NAME|all] [--json study_probe]
+
+Each ``--arm NAME:key=value,...`` sets dotted fields of the study config's ``pretrain``
+section (values read as YAML: 0.005, 2048, exact, true); an arm called ``reference``, the
+study's own pretraining, comes first. As in the study, a pretraining without max_steps gets
+the reference's step budget. Pretrainings go to OUT/pretrain/NAME-sSEED (with their
+validation figures in val.json), fine-tunings to OUT/finetune/NAME-sSEED; a rerun reuses
+every finished run. The table goes to stdout and OUT/probe.md, everything to
+benchmarks/results/JSON.json. The study's config is only read: the overrides live in this
+probe's runs, and neither the config file nor a study's OUT is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from _common import markdown_table, write_json
+from argusrec.cli import _load_yaml
+from argusrec.errors import DataError
+from argusrec.evaluate import evaluate
+from argusrec.sequences import PreparedData
+from argusrec.study import (StudyConfig, _fields, _pool_map, _stats, _write, reference_steps,
+                            run_finetune, run_pretrain)
+from argusrec.train import TrainConfig
+
+REFERENCE = "reference"
+VAL_METRICS = ("entropy/next_item", "HR@100", "AUC/like", "AUC/played_ratio",
+               "logloss/played_ratio")
+# The table's columns after arm, overrides: (key in a run's row, heading, digits).
+COLUMNS = [("pretrain_steps", "steps", 0), ("pretrain_minutes", "pretrain min", 1),
+           ("val/entropy/next_item", "val entropy", 3),
+           ("entropy/next_item", "test entropy", 3), ("HR@100", "test HR@100", 4),
+           ("AUC/like", "test AUC like", 4), ("AUC/played_ratio", "test AUC played", 4),
+           ("argus_alone", "PairAcc alone", 4), ("uplift", "uplift", 2),
+           ("finetune_steps", "fine-tune steps", 0)]
+
+
+# -- the arms ---------------------------------------------------------------------------------
+
+def parse_arm(text: str) -> tuple[str, dict, str]:
+    """``NAME:key=value,...`` as (name, {dotted key: value}, the overrides as written)."""
+    name, sep, body = text.partition(":")
+    name = name.strip()
+    if not sep or not name or "/" in name or name == REFERENCE:
+        raise SystemExit(f"--arm {text!r}: write it as NAME:dotted.key=value,... with a NAME "
+                         f"that has no '/' and is not {REFERENCE!r} (that arm is always run)")
+    overrides = {}
+    for item in (i.strip() for i in body.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SystemExit(f"--arm {name}: {item!r} is not key=value; write e.g. "
+                             f"{name}:model.max_len=2048,max_steps=1288")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SystemExit(f"--arm {name}: the value of {key.strip()} ({value!r}) is not a "
+                             "YAML scalar; quote or fix it") from None
+    return name, overrides, body.strip()
+
+
+def arm_fields(cfg: StudyConfig, name: str, overrides: dict, seed: int,
+               threads: int | None) -> dict:
+    """The pretraining fields of one arm and seed, checked as a TrainConfig before any run."""
+    try:
+        fields = _fields(cfg.pretrain, overrides, seed, threads)
+    except (AttributeError, TypeError):  # a dotted key that walks into a scalar field
+        raise SystemExit(f"--arm {name}: a key goes below a field that has no sub-fields "
+                         f"({', '.join(overrides)}); see `argus config pretrain` for the "
+                         "fields") from None
+    try:
+        TrainConfig(**fields)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: "
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+        raise SystemExit(f"--arm {name}: invalid pretrain override ({problems}); fix the key "
+                         "or value (see `argus config pretrain`)") from None
+    return fields
+
+
+# -- one run (in a worker process when --jobs > 1) --------------------------------------------
+
+def probe_pretrain(data: str, run_dir: str, fields: dict) -> dict:
+    """:func:`argusrec.study.run_pretrain` (test figures), plus the validation figures,
+    kept in RUN/val.json. run_pretrain deletes a run whose spec changed before training it
+    again, so a val.json that is still there belongs to the run beside it."""
+    result = run_pretrain(data, run_dir, fields)
+    path = Path(run_dir) / "val.json"
+    if path.exists():
+        val = json.loads(path.read_text())
+    else:
+        if fields.get("threads"):  # a reused run never went through pretrain's thread setting
+            import torch  # deferred: the parent process only plans and prints
+
+            torch.set_num_threads(fields["threads"])
+        metrics = evaluate(run_dir, split="val", ks=(10, 100), progress=False)
+        val = {k: metrics[k] for k in VAL_METRICS if k in metrics}
+        _write(path, val)
+    return {**result, **{f"val/{k}": v for k, v in val.items()}}
+
+
+# -- the table --------------------------------------------------------------------------------
+
+def summarise(runs: list[dict], arms: list[tuple[str, dict, str]]) -> list[dict]:
+    """Per arm: mean, sample std and count of every column over its seeds."""
+    rows = []
+    for name, overrides, written in arms:
+        mine = [r for r in runs if r["arm"] == name]
+        rows.append({"arm": name, "overrides": overrides, "written": written,
+                     "stats": {key: _stats([r.get(key) for r in mine]) for key, _, _ in COLUMNS}})
+    return rows
+
+
+def _cell(key: str, stat: dict, digits: int, seeds: int) -> str:
+    if stat["n"] == 0 or stat["mean"] != stat["mean"]:
+        return "-"
+    scale, unit, fmt = (100, "%", "+.2f") if key == "uplift" else (1, "", f".{digits}f")
+    text = f"{scale * stat['mean']:{fmt}}{unit}"
+    if seeds > 1:
+        text += f" ± {scale * stat['std']:.{digits}f}"
+    return text
+
+
+def markdown(result: dict) -> str:
+    seeds = len(result["seeds"])
+    spread = " (mean ± sample std)" if seeds > 1 else ""
+    lines = [f"Probe of `argus study`'s reference pretraining on {result['data']}: "
+             f"{seeds} seed(s) per arm{spread}; {result['seconds'] / 60:.1f} min with "
+             f"{result['jobs']} jobs. Reference: {result['reference_steps']} steps.", ""]
+    lines.append(markdown_table(["arm", "overrides", *[h for _, h, _ in COLUMNS]], [
+        [row["arm"], row["written"] or "(the study's)",
+         *[_cell(key, row["stats"][key], digits, seeds) for key, _, digits in COLUMNS]]
+        for row in result["summary"]]))
+    oracle = _stats([r.get("oracle_pair_accuracy") for r in result["runs"]])
+    if oracle["n"]:
+        lines += ["", f"Oracle PairAccuracy (the ceiling of PairAcc alone): {oracle['mean']:.4f}"]
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise SystemExit(f"--seeds {text!r}: give comma-separated integers, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _one_line(e: DataError) -> str:
+    return e.message().replace("\n  fix: ", "; fix: ")
+
+
+def setup(args: argparse.Namespace) -> tuple[StudyConfig, PreparedData, int]:
+    """The study config (the reference's step budget filled in) and the data, or a one-line
+    SystemExit that names the fix."""
+    try:
+        cfg = StudyConfig(**_load_yaml(Path(args.config))) if args.config else StudyConfig()
+    except DataError as e:
+        raise SystemExit(f"--config: {_one_line(e)}") from None
+    except ValidationError as e:
+        raise SystemExit(f"--config {args.config}: not a StudyConfig ({e.errors()[0]['msg']} "
+                         f"at {'.'.join(map(str, e.errors()[0]['loc']))}); see `argus config "
+                         "study`") from None
+    if not args.data.is_dir():
+        raise SystemExit(f"DATA {args.data} is not a directory; pass a dataset made by "
+                         "`argus prepare ... --val-duration ... --test-duration ...`")
+    try:
+        data = PreparedData(args.data)
+    except DataError as e:
+        raise SystemExit(_one_line(e)) from None
+    if not data.info.counts.split_events.get("val"):
+        raise SystemExit(f"{args.data} has no validation period; prepare it with --val-duration")
+    if args.oracle is not None and not args.oracle.is_dir():
+        raise SystemExit(f"--oracle {args.oracle} is not a directory; pass the simulator's "
+                         "output (`argus simulate OUT`), or leave --oracle out")
+    steps = reference_steps(cfg, data)
+    if cfg.pretrain.max_steps is None:  # every arm gets the reference's budget, as in the study
+        cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
+            update={"max_steps": steps})})
+    return cfg, data, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, help="a prepared dataset with validation and test "
+                        "periods")
+    parser.add_argument("out", type=Path, help="directory for the probe's runs and probe.md")
+    parser.add_argument("--config", help="the study's config: a YAML path or a shipped "
+                        "config's name (study-sim); default: StudyConfig's defaults")
+    parser.add_argument("--oracle", type=Path, help="the simulator's output: the oracle's "
+                        "PairAccuracy beside the fine-tuned arms")
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="a variant of the reference pretraining (repeatable); dotted "
+                        "keys of the config's pretrain section, values as YAML")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, in separate "
+                        "processes of one thread each (default: 1)")
+    parser.add_argument("--finetune", default="", metavar="NAME,NAME|all",
+                        help="arms to fine-tune and rank with the study's fine-tuning "
+                        "(default: none)")
+    parser.add_argument("--json", default="study_probe", help="results/NAME.json "
+                        "(default: study_probe)")
+    args = parser.parse_args()
+    if "/" in args.json or "\\" in args.json:
+        raise SystemExit(f"--json {args.json!r}: give a name, not a path; the file goes to "
+                         "benchmarks/results/NAME.json")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: give 1 or more")
+    seeds = _seeds(args.seeds)
+    arms = [(REFERENCE, {}, ""), *map(parse_arm, args.arm)]
+    names = [a[0] for a in arms]
+    if len(set(names)) < len(names):
+        raise SystemExit("two --arm share a name; give every arm its own NAME")
+    tuned = names if args.finetune.strip() == "all" else \
+        [n.strip() for n in args.finetune.split(",") if n.strip()]
+    unknown = [n for n in tuned if n not in names]
+    if unknown:
+        raise SystemExit(f"--finetune: no arm called {', '.join(unknown)}; choose from "
+                         f"{', '.join(names)}, or all")
+    cfg, _, steps = setup(args)
+    threads = 1 if args.jobs > 1 else None
+    pretrains = {(name, seed): (str(args.out / "pretrain" / f"{name}-s{seed}"),
+                                arm_fields(cfg, name, overrides, seed, threads))
+                 for name, overrides, _ in arms for seed in seeds}
+
+    started = time.perf_counter()
+    print(f"pretraining {len(pretrains)} runs, {args.jobs} at a time", file=sys.stderr,
+          flush=True)
+    pre = dict(zip(pretrains, _pool_map(probe_pretrain, [
+        (str(args.data), run, fields) for run, fields in pretrains.values()], args.jobs)))
+    calls = [(name, seed) for name in tuned for seed in seeds]
+    if calls:
+        print(f"fine-tuning {len(calls)} runs", file=sys.stderr, flush=True)
+    oracle = str(args.oracle) if args.oracle is not None else None
+    ft = dict(zip(calls, _pool_map(run_finetune, [
+        (str(args.data), pretrains[call][0], str(args.out / "finetune" / f"{call[0]}-s{call[1]}"),
+         _fields(cfg.finetune, {}, call[1], threads), cfg.rank.model_dump(), oracle)
+        for call in calls], args.jobs)))
+
+    runs = [{"arm": name, "seed": seed, "max_steps": pretrains[name, seed][1]["max_steps"],
+             **pre[name, seed], "pretrain_minutes": pre[name, seed]["pretrain_seconds"] / 60,
+             **ft.get((name, seed), {})} for name, _, _ in arms for seed in seeds]
+    result = {"config": cfg.model_dump(mode="json"), "data": str(args.data), "oracle": oracle,
+              "seeds": seeds, "reference_steps": steps, "jobs": args.jobs, "threads": threads,
+              "arms": [{"name": n, "overrides": o} for n, o, _ in arms], "finetuned": tuned,
+              "runs": runs, "summary": summarise(runs, arms),
+              "seconds": time.perf_counter() - started}
+    table = markdown(result)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "probe.md").write_text(table + "\n")
+    print(f"-> {args.out / 'probe.md'}\nwrote {write_json(args.json, result)}")
+
+
+if __name__ == "__main__":
+    main()
