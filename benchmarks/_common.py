@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -65,7 +66,23 @@ def run_own_peak(argv: list[str]) -> dict:
     return out
 
 
+def results_name(name: str) -> str:
+    """An argparse ``type`` for a results file's NAME: checked when the flags are read, not
+    when a long run ends."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: give a plain name (no '/', not starting with '.'); the file goes to "
+            "benchmarks/results/NAME.json")
+    return name
+
+
 def write_json(name: str, payload: dict) -> Path:
+    """``payload`` with the machine and the command, as benchmarks/results/NAME.json (written
+    whole, then renamed). ``name`` is a name, never a path: a script's ``--json /x`` must not
+    write outside the results folder."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise SystemExit(f"results name {name!r}: give a plain name (no '/', not starting "
+                         "with '.'); the file goes to benchmarks/results/NAME.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from _common import markdown_table, write_json
+from _common import markdown_table, results_name, write_json
 
 from argusrec.snapshot import Snapshot, write_snapshot
 
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--ef", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--work", type=Path, default=Path("/tmp/argus-bench-ann"))
-    parser.add_argument("--name", default="ann_recall")
+    parser.add_argument("--name", default="ann_recall", type=results_name)
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     runs = []

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from _common import markdown_table, write_json
+from _common import markdown_table, results_name, write_json
 from argusrec.ceilings import gap_closed, oracle_ceilings, popularity_entropy, split_targets
 from argusrec.errors import DataError
 from argusrec.loader import split_history
@@ -230,7 +230,8 @@ def main() -> None:
         "512,1024,2048,4096,all"), help="count-model windows, comma-separated ('all' = all)")
     parser.add_argument("--alphas", type=parse_alphas, default=parse_alphas(
         "1,3,10,30,100,300,1000,3000,10000"), help="the prior strengths tried on validation")
-    parser.add_argument("--json", default="history_information", help="results/NAME.json")
+    parser.add_argument("--json", default="history_information", type=results_name,
+                        help="results/NAME.json")
     args = parser.parse_args()
     if not 1 <= args.near < args.far:
         parser.error(f"need 1 <= --near < --far, got {args.near} and {args.far}")

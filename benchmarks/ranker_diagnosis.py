@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import markdown_table, write_json
+from _common import markdown_table, results_name, write_json
 from argusrec.checkpoint import load_model, need_data
 from argusrec.finetune import FinetuneConfig
 from argusrec.metrics import pair_accuracy
@@ -51,7 +51,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a fine-tuned run directory")
     parser.add_argument("--oracle", type=Path, required=True, help="the simulator's output")
-    parser.add_argument("--json", default="ranker_diagnosis", help="results/NAME.json")
+    parser.add_argument("--json", default="ranker_diagnosis", type=results_name,
+                        help="results/NAME.json")
     args = parser.parse_args()
     split, ft = frames(args.run, args.oracle)
     train, test = split["val"], split["test"]

@@ -21,7 +21,7 @@ import math
 import statistics
 from pathlib import Path
 
-from _common import markdown_table, write_json
+from _common import markdown_table, results_name, write_json
 
 from argusrec import configs
 from argusrec.bench import _run_plan
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (1 thread each "
                    "when more than one)")
     p.add_argument("--eval-every", type=int, default=None, help="default: the config's")
-    p.add_argument("--name", default="recipe_ablation", help="benchmarks/results/NAME.json")
+    p.add_argument("--name", default="recipe_ablation", type=results_name,
+                   help="benchmarks/results/NAME.json")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import markdown_table, start_service, stop_service, write_json
+from _common import markdown_table, results_name, start_service, stop_service, write_json
 from ann_recall import random_snapshot
 
 from argusrec.snapshot import latest_label, switch_latest
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=None,
                         help="HNSW search width (default: the snapshot's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/argus-bench-ann"))
-    parser.add_argument("--name", default="serve_load", help="results file name")
+    parser.add_argument("--name", default="serve_load", type=results_name, help="results file name")
     args = parser.parse_args()
     runs, rows = [], []
     targets = [(args.work / f"random-{n}-d{args.dim}", n) for n in args.items]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import markdown_table, start_service, stop_service, write_json
+from _common import markdown_table, results_name, start_service, stop_service, write_json
 from serve_load import free_port
 
 from argusrec.serve import MAX_HISTORY
@@ -135,7 +135,8 @@ def main() -> None:
                         help="runtime_workers values to serve with")
     parser.add_argument("--queue", type=int, default=8, help="runtime_queue")
     parser.add_argument("--work", type=Path, default=Path("/tmp/argus-bench-starvation"))
-    parser.add_argument("--name", default="serve_starvation", help="results file name")
+    parser.add_argument("--name", default="serve_starvation", type=results_name,
+                        help="results file name")
     args = parser.parse_args()
 
     started = time.perf_counter()

@@ -4,11 +4,14 @@ A question like "is the pretraining budget what limits the study?" or "does the 
 its history once items are exact?" wants a few pretrainings that differ from the study's
 reference in one or two fields, each scored like the study scores it (test next-item and
 feedback metrics, and where asked the fine-tuned score under the same final ranker), plus
-the validation figures that tell a real gain from a lucky test period. This runs them:
+the validation figures that tell a real gain from a lucky test period, and the pretrained
+model's zero-shot PairAccuracy (its own next-item score of each shown item, before any
+fine-tuning). This runs them:
 
     python benchmarks/study_probe.py DATA OUT --config study-sim --oracle SIM_DIR \\
         --arm exact-644-lr5e-3:model.item_embedding=exact,max_steps=644,optim.lr=0.005 \\
         --arm 2048-1288:model.max_len=2048,max_steps=1288 [--arm ...] \\
+        [--finetune-arm low-lr:exact-644-lr5e-3:optim.lr=0.0003] \\
         [--seeds 0] [--jobs 2] [--finetune NAME,NAME|all] [--json study_probe]
 
 Each ``--arm NAME:key=value,...`` sets dotted fields of the study config's ``pretrain``
@@ -19,6 +22,13 @@ validation figures in val.json), fine-tunings to OUT/finetune/NAME-sSEED; a reru
 every finished run. The table goes to stdout and OUT/probe.md, everything to
 benchmarks/results/JSON.json. The study's config is only read: the overrides live in this
 probe's runs, and neither the config file nor a study's OUT is changed.
+
+A question about fine-tuning ("does a lower fine-tuning lr keep what a better pretraining
+learned?") wants the same pretraining fine-tuned differently: ``--finetune-arm
+NAME:ARM:key=value,...`` fine-tunes arm ARM's pretraining with dotted overrides of the
+study's ``finetune`` section (``optim.lr=0.0003``, ``from_scratch=true``), ranks it the same
+way, and adds a row NAME that repeats ARM's pretraining figures. It goes to
+OUT/finetune/NAME-sSEED.
 """
 
 from __future__ import annotations
@@ -32,10 +42,11 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from _common import markdown_table, write_json
+from _common import markdown_table, results_name, write_json
 from argusrec.cli import _load_yaml
 from argusrec.errors import DataError
 from argusrec.evaluate import evaluate
+from argusrec.finetune import FinetuneConfig, evaluate_pairs
 from argusrec.sequences import PreparedData
 from argusrec.study import (StudyConfig, _fields, _pool_map, _stats, _write, reference_steps,
                             run_finetune, run_pretrain)
@@ -49,7 +60,8 @@ COLUMNS = [("pretrain_steps", "steps", 0), ("pretrain_minutes", "pretrain min", 
            ("val/entropy/next_item", "val entropy", 3),
            ("entropy/next_item", "test entropy", 3), ("HR@100", "test HR@100", 4),
            ("AUC/like", "test AUC like", 4), ("AUC/played_ratio", "test AUC played", 4),
-           ("argus_alone", "PairAcc alone", 4), ("uplift", "uplift", 2),
+           ("zero_shot", "zero-shot PairAcc", 4), ("argus_alone", "PairAcc alone", 4),
+           ("uplift", "uplift", 2),
            ("finetune_steps", "fine-tune steps", 0)]
 
 
@@ -76,6 +88,36 @@ def parse_arm(text: str) -> tuple[str, dict, str]:
     return name, overrides, body.strip()
 
 
+def parse_finetune_arm(text: str, pretrain_arms: list[str]) -> tuple[str, str, dict, str]:
+    """``NAME:ARM:key=value,...`` as (name, the pretraining arm, {dotted key: value}, the
+    overrides as written)."""
+    name, sep, rest = text.partition(":")
+    base, sep2, body = rest.partition(":")
+    if not sep or not sep2 or base.strip() not in pretrain_arms:
+        raise SystemExit(f"--finetune-arm {text!r}: write it as NAME:ARM:dotted.key=value,... "
+                         f"where ARM is one of the pretraining arms ({', '.join(pretrain_arms)})")
+    name, overrides, written = parse_arm(f"{name}:{body}")
+    return name, base.strip(), overrides, written
+
+
+def finetune_fields(cfg: StudyConfig, name: str, overrides: dict, seed: int,
+                    threads: int | None) -> dict:
+    """The fine-tuning fields of one arm and seed, checked as a FinetuneConfig first."""
+    try:
+        fields = _fields(cfg.finetune, overrides, seed, threads)
+        FinetuneConfig(**fields)
+    except (AttributeError, TypeError):
+        raise SystemExit(f"--finetune-arm {name}: a key goes below a field that has no "
+                         f"sub-fields ({', '.join(overrides)}); see `argus config finetune` "
+                         "for the fields") from None
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: "
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+        raise SystemExit(f"--finetune-arm {name}: invalid finetune override ({problems}); fix "
+                         "the key or value (see `argus config finetune`)") from None
+    return fields
+
+
 def arm_fields(cfg: StudyConfig, name: str, overrides: dict, seed: int,
                threads: int | None) -> dict:
     """The pretraining fields of one arm and seed, checked as a TrainConfig before any run."""
@@ -97,23 +139,30 @@ def arm_fields(cfg: StudyConfig, name: str, overrides: dict, seed: int,
 
 # -- one run (in a worker process when --jobs > 1) --------------------------------------------
 
-def probe_pretrain(data: str, run_dir: str, fields: dict) -> dict:
-    """:func:`argusrec.study.run_pretrain` (test figures), plus the validation figures,
-    kept in RUN/val.json. run_pretrain deletes a run whose spec changed before training it
-    again, so a val.json that is still there belongs to the run beside it."""
+def probe_pretrain(data: str, run_dir: str, fields: dict, finetune: dict) -> dict:
+    """:func:`argusrec.study.run_pretrain` (test figures), plus the validation figures and
+    the pretrained model's own PairAccuracy on the impressions before any fine-tuning (its
+    next-item score of each shown item, with the study's lag and pairs: the zero-shot
+    ranker), kept in RUN/val.json. run_pretrain deletes a run whose spec changed before
+    training it again, so a val.json that is still there belongs to the run beside it."""
     result = run_pretrain(data, run_dir, fields)
     path = Path(run_dir) / "val.json"
-    if path.exists():
-        val = json.loads(path.read_text())
-    else:
+    val = json.loads(path.read_text()) if path.exists() else {}
+    if not val or "zero_shot" not in val:
         if fields.get("threads"):  # a reused run never went through pretrain's thread setting
             import torch  # deferred: the parent process only plans and prints
 
             torch.set_num_threads(fields["threads"])
-        metrics = evaluate(run_dir, split="val", ks=(10, 100), progress=False)
-        val = {k: metrics[k] for k in VAL_METRICS if k in metrics}
+        if "entropy/next_item" not in val:
+            metrics = evaluate(run_dir, split="val", ks=(10, 100), progress=False)
+            val = {k: metrics[k] for k in VAL_METRICS if k in metrics}
+        cfg = FinetuneConfig(**finetune)
+        val["zero_shot"] = {split: evaluate_pairs(run_dir, split=split, cfg=cfg)["PairAccuracy"]
+                            for split in ("val", "test")}
         _write(path, val)
-    return {**result, **{f"val/{k}": v for k, v in val.items()}}
+    zero_shot = val["zero_shot"]
+    return {**result, "zero_shot": zero_shot["test"], "val/zero_shot": zero_shot["val"],
+            **{f"val/{k}": v for k, v in val.items() if k != "zero_shot"}}
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -213,25 +262,27 @@ def main() -> None:
     parser.add_argument("--arm", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="a variant of the reference pretraining (repeatable); dotted "
                         "keys of the config's pretrain section, values as YAML")
+    parser.add_argument("--finetune-arm", action="append", default=[],
+                        metavar="NAME:ARM:KEY=VALUE,...", help="fine-tune pretraining arm ARM "
+                        "with dotted overrides of the config's finetune section (repeatable)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, in separate "
                         "processes of one thread each (default: 1)")
     parser.add_argument("--finetune", default="", metavar="NAME,NAME|all",
                         help="arms to fine-tune and rank with the study's fine-tuning "
                         "(default: none)")
-    parser.add_argument("--json", default="study_probe", help="results/NAME.json "
-                        "(default: study_probe)")
+    parser.add_argument("--json", default="study_probe", type=results_name,
+                        help="results/NAME.json (default: study_probe)")
     args = parser.parse_args()
-    if "/" in args.json or "\\" in args.json:
-        raise SystemExit(f"--json {args.json!r}: give a name, not a path; the file goes to "
-                         "benchmarks/results/NAME.json")
     if args.jobs < 1:
         raise SystemExit(f"--jobs {args.jobs}: give 1 or more")
     seeds = _seeds(args.seeds)
     arms = [(REFERENCE, {}, ""), *map(parse_arm, args.arm)]
     names = [a[0] for a in arms]
-    if len(set(names)) < len(names):
-        raise SystemExit("two --arm share a name; give every arm its own NAME")
+    ft_arms = [parse_finetune_arm(text, names) for text in args.finetune_arm]
+    if len(set(names + [a[0] for a in ft_arms])) < len(names) + len(ft_arms):
+        raise SystemExit("two --arm or --finetune-arm share a name; give every arm its own "
+                         "NAME")
     tuned = names if args.finetune.strip() == "all" else \
         [n.strip() for n in args.finetune.split(",") if n.strip()]
     unknown = [n for n in tuned if n not in names]
@@ -243,28 +294,43 @@ def main() -> None:
     pretrains = {(name, seed): (str(args.out / "pretrain" / f"{name}-s{seed}"),
                                 arm_fields(cfg, name, overrides, seed, threads))
                  for name, overrides, _ in arms for seed in seeds}
+    # every fine-tuning: (name, seed) -> (the pretraining arm, its fields)
+    tunings = {(name, seed): (name, _fields(cfg.finetune, {}, seed, threads))
+               for name in tuned for seed in seeds}
+    tunings.update({(name, seed): (base, finetune_fields(cfg, name, overrides, seed, threads))
+                    for name, base, overrides, _ in ft_arms for seed in seeds})
 
     started = time.perf_counter()
     print(f"pretraining {len(pretrains)} runs, {args.jobs} at a time", file=sys.stderr,
           flush=True)
     pre = dict(zip(pretrains, _pool_map(probe_pretrain, [
-        (str(args.data), run, fields) for run, fields in pretrains.values()], args.jobs)))
-    calls = [(name, seed) for name in tuned for seed in seeds]
+        (str(args.data), run, fields, _fields(cfg.finetune, {}, seed, threads))
+        for (_, seed), (run, fields) in pretrains.items()], args.jobs)))
+    calls = list(tunings)
     if calls:
         print(f"fine-tuning {len(calls)} runs", file=sys.stderr, flush=True)
     oracle = str(args.oracle) if args.oracle is not None else None
     ft = dict(zip(calls, _pool_map(run_finetune, [
-        (str(args.data), pretrains[call][0], str(args.out / "finetune" / f"{call[0]}-s{call[1]}"),
-         _fields(cfg.finetune, {}, call[1], threads), cfg.rank.model_dump(), oracle)
-        for call in calls], args.jobs)))
+        (str(args.data), pretrains[tunings[call][0], call[1]][0],
+         str(args.out / "finetune" / f"{call[0]}-s{call[1]}"), tunings[call][1],
+         cfg.rank.model_dump(), oracle) for call in calls], args.jobs)))
 
-    runs = [{"arm": name, "seed": seed, "max_steps": pretrains[name, seed][1]["max_steps"],
-             **pre[name, seed], "pretrain_minutes": pre[name, seed]["pretrain_seconds"] / 60,
-             **ft.get((name, seed), {})} for name, _, _ in arms for seed in seeds]
+    def row(name: str, base: str, seed: int) -> dict:
+        return {"arm": name, "pretrain_arm": base, "seed": seed,
+                "max_steps": pretrains[base, seed][1]["max_steps"], **pre[base, seed],
+                "pretrain_minutes": pre[base, seed]["pretrain_seconds"] / 60,
+                **ft.get((name, seed), {})}
+
+    runs = [row(name, name, seed) for name, _, _ in arms for seed in seeds]
+    runs += [row(name, base, seed) for name, base, _, _ in ft_arms for seed in seeds]
+    rows = [*arms, *[(name, overrides, f"{base} + fine-tune {written}")
+                     for name, base, overrides, written in ft_arms]]
     result = {"config": cfg.model_dump(mode="json"), "data": str(args.data), "oracle": oracle,
               "seeds": seeds, "reference_steps": steps, "jobs": args.jobs, "threads": threads,
               "arms": [{"name": n, "overrides": o} for n, o, _ in arms], "finetuned": tuned,
-              "runs": runs, "summary": summarise(runs, arms),
+              "finetune_arms": [{"name": n, "pretrain_arm": b, "overrides": o}
+                                for n, b, o, _ in ft_arms],
+              "runs": runs, "summary": summarise(runs, rows),
               "seconds": time.perf_counter() - started}
     table = markdown(result)
     print(table)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import markdown_table, write_json
+from _common import markdown_table, results_name, write_json
 
 
 def curve(run: Path, metric: str) -> tuple[list[float], list[float], list[int]]:
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--metric", default="val/NDCG@10")
     parser.add_argument("--thresholds", default="", help="comma-separated metric values")
     parser.add_argument("--png", type=Path, default=None, help="where to write the plot")
-    parser.add_argument("--json", default="time_to_quality", help="results/NAME.json")
+    parser.add_argument("--json", default="time_to_quality", type=results_name,
+                        help="results/NAME.json")
     args = parser.parse_args()
     labels = args.labels.split(",") if args.labels else [r.name for r in args.runs]
     if len(labels) != len(args.runs):
