@@ -60,7 +60,8 @@ COLUMNS = [("pretrain_steps", "steps", 0), ("pretrain_minutes", "pretrain min", 
            ("val/entropy/next_item", "val entropy", 3),
            ("entropy/next_item", "test entropy", 3), ("HR@100", "test HR@100", 4),
            ("AUC/like", "test AUC like", 4), ("AUC/played_ratio", "test AUC played", 4),
-           ("zero_shot", "zero-shot PairAcc", 4), ("argus_alone", "PairAcc alone", 4),
+           ("zero_shot", "zero-shot PairAcc", 4),
+           ("val/argus_alone", "val PairAcc (best)", 4), ("argus_alone", "PairAcc alone", 4),
            ("uplift", "uplift", 2),
            ("finetune_steps", "fine-tune steps", 0)]
 
@@ -315,11 +316,19 @@ def main() -> None:
          str(args.out / "finetune" / f"{call[0]}-s{call[1]}"), tunings[call][1],
          cfg.rank.model_dump(), oracle) for call in calls], args.jobs)))
 
+    def best_validation(name: str, seed: int) -> dict:
+        """The fine-tuning's best validation PairAccuracy (what chooses between fine-tunings;
+        the test figures only report): checkpoints/best reads "CHECKPOINT METRIC VALUE"."""
+        best = args.out / "finetune" / f"{name}-s{seed}" / "checkpoints" / "best"
+        if (name, seed) not in ft or not best.exists():
+            return {}
+        return {"val/argus_alone": float(best.read_text().split()[2])}
+
     def row(name: str, base: str, seed: int) -> dict:
         return {"arm": name, "pretrain_arm": base, "seed": seed,
                 "max_steps": pretrains[base, seed][1]["max_steps"], **pre[base, seed],
                 "pretrain_minutes": pre[base, seed]["pretrain_seconds"] / 60,
-                **ft.get((name, seed), {})}
+                **ft.get((name, seed), {}), **best_validation(name, seed)}
 
     runs = [row(name, name, seed) for name, _, _ in arms for seed in seeds]
     runs += [row(name, base, seed) for name, base, _, _ in ft_arms for seed in seeds]
