@@ -77,6 +77,20 @@ def test_a_finished_run_is_reused_with_other_threads(tmp_path):
     assert _reused(tmp_path / "study.json", other) is None
 
 
+def test_a_finished_finetune_is_reused_whichever_way_its_paths_are_typed(tmp_path,
+                                                                         monkeypatch):
+    from argusrec.study import _reused, _write
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pre").mkdir()
+    spec = {"pretrained": "pre", "finetune": {"seed": 0}, "rank": {}, "oracle": "sim"}
+    _write(tmp_path / "study.json", {"spec": spec, "result": {"x": 1}})
+    typed = {**spec, "pretrained": str(tmp_path / "pre"), "oracle": str(tmp_path / "sim")}
+    assert _reused(tmp_path / "study.json", typed) == {"x": 1}
+    assert _reused(tmp_path / "study.json", {**spec, "oracle": None}) is None
+    assert _reused(tmp_path / "study.json", {**spec, "pretrained": "other"}) is None
+
+
 def test_a_run_from_before_a_new_config_field_is_reused(tmp_path):
     from argusrec.study import _reused
     from argusrec.train import TrainConfig

@@ -213,9 +213,16 @@ def _finetune_fields(cfg: StudyConfig, arm: Arm, seed: int, threads: int | None)
 _PLACEMENT = ("threads", "device", "num_workers")
 
 
+# Paths a fine-tuning's spec names: compared as absolute paths, so that `events` and
+# `/tmp/study/events` (the same directory, typed two ways) reuse the same run.
+_PATHS = ("pretrained", "oracle")
+
+
 def _what(spec: dict) -> dict:
     return {key: ({k: v for k, v in value.items() if k not in _PLACEMENT}
-                  if isinstance(value, dict) else value) for key, value in spec.items()}
+                  if isinstance(value, dict) else
+                  str(Path(value).resolve()) if key in _PATHS and value is not None else value)
+            for key, value in spec.items()}
 
 
 def _reused(path: Path, spec: dict) -> dict | None:
