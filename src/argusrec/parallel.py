@@ -130,7 +130,9 @@ def unwrap(module: nn.Module) -> nn.Module:
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
                ) -> tuple[dict, dict | None]:
     """The full (unsharded) model and optimizer state dicts on CPU. A collective when
-    distributed: every rank must call it; the result is complete on every rank."""
+    distributed: every rank must call it, and only rank 0 gets the states (with
+    ``cpu_offload`` torch gathers them there alone, so that no rank holds two copies of
+    the model); the other ranks get empty dicts."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
 
