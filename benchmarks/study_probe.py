@@ -101,40 +101,25 @@ def parse_finetune_arm(text: str, pretrain_arms: list[str]) -> tuple[str, str, d
     return name, base.strip(), overrides, written
 
 
-def finetune_fields(cfg: StudyConfig, name: str, overrides: dict, seed: int,
-                    threads: int | None) -> dict:
-    """The fine-tuning fields of one arm and seed, checked as a FinetuneConfig first."""
+def checked_fields(section, schema, flag: str, name: str, overrides: dict, seed: int,
+                   threads: int | None) -> dict:
+    """One arm's fields for one seed: ``section`` (the study config's pretrain or finetune)
+    with the arm's dotted overrides, checked as ``schema`` before any run. ``flag`` and the
+    section's name go into the message of a bad override."""
+    what = "pretrain" if schema is TrainConfig else "finetune"
     try:
-        fields = _fields(cfg.finetune, overrides, seed, threads)
-        FinetuneConfig(**fields)
-    except (AttributeError, TypeError):
-        raise SystemExit(f"--finetune-arm {name}: a key goes below a field that has no "
-                         f"sub-fields ({', '.join(overrides)}); see `argus config finetune` "
-                         "for the fields") from None
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: "
-                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-        raise SystemExit(f"--finetune-arm {name}: invalid finetune override ({problems}); fix "
-                         "the key or value (see `argus config finetune`)") from None
-    return fields
-
-
-def arm_fields(cfg: StudyConfig, name: str, overrides: dict, seed: int,
-               threads: int | None) -> dict:
-    """The pretraining fields of one arm and seed, checked as a TrainConfig before any run."""
-    try:
-        fields = _fields(cfg.pretrain, overrides, seed, threads)
+        fields = _fields(section, overrides, seed, threads)
     except (AttributeError, TypeError):  # a dotted key that walks into a scalar field
-        raise SystemExit(f"--arm {name}: a key goes below a field that has no sub-fields "
-                         f"({', '.join(overrides)}); see `argus config pretrain` for the "
+        raise SystemExit(f"{flag} {name}: a key goes below a field that has no sub-fields "
+                         f"({', '.join(overrides)}); see `argus config {what}` for the "
                          "fields") from None
     try:
-        TrainConfig(**fields)
+        schema(**fields)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: "
                              f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-        raise SystemExit(f"--arm {name}: invalid pretrain override ({problems}); fix the key "
-                         "or value (see `argus config pretrain`)") from None
+        raise SystemExit(f"{flag} {name}: invalid {what} override ({problems}); fix the key "
+                         f"or value (see `argus config {what}`)") from None
     return fields
 
 
@@ -292,14 +277,15 @@ def main() -> None:
                          f"{', '.join(names)}, or all")
     cfg, _, steps = setup(args)
     threads = 1 if args.jobs > 1 else None
-    pretrains = {(name, seed): (str(args.out / "pretrain" / f"{name}-s{seed}"),
-                                arm_fields(cfg, name, overrides, seed, threads))
-                 for name, overrides, _ in arms for seed in seeds}
+    pretrains = {(name, seed): (str(args.out / "pretrain" / f"{name}-s{seed}"), checked_fields(
+        cfg.pretrain, TrainConfig, "--arm", name, overrides, seed, threads))
+        for name, overrides, _ in arms for seed in seeds}
     # every fine-tuning: (name, seed) -> (the pretraining arm, its fields)
     tunings = {(name, seed): (name, _fields(cfg.finetune, {}, seed, threads))
                for name in tuned for seed in seeds}
-    tunings.update({(name, seed): (base, finetune_fields(cfg, name, overrides, seed, threads))
-                    for name, base, overrides, _ in ft_arms for seed in seeds})
+    tunings.update({(name, seed): (base, checked_fields(
+        cfg.finetune, FinetuneConfig, "--finetune-arm", name, overrides, seed, threads))
+        for name, base, overrides, _ in ft_arms for seed in seeds})
 
     started = time.perf_counter()
     print(f"pretraining {len(pretrains)} runs, {args.jobs} at a time", file=sys.stderr,
