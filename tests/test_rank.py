@@ -70,3 +70,40 @@ def test_missing_catboost_names_the_extra_before_any_work(monkeypatch, tmp_path)
     monkeypatch.setitem(sys.modules, "catboost", None)  # `import catboost` now fails
     with pytest.raises(DataError, match=r"argusrec\[rank\]"):
         rank(tmp_path / "no-such-run")  # the missing extra is named before the run is opened
+
+
+def test_chosen_tree_count_is_the_best_on_the_latest_impressions(sim_data, tmp_path):
+    """fit_ranker's staged choice against a plain loop: a ranker of each tree count fitted on
+    the earlier impressions, scored on the latest quarter."""
+    from argusrec.checkpoint import load_model
+    from argusrec.metrics import pair_accuracy
+    from argusrec.rank import _catboost, _matrix, _session_groups, fit_ranker, with_features
+    from argusrec.scoring import impression_pairs, score_impressions
+
+    cfg_ft = FinetuneConfig(max_steps=4, batch_size=4, lag=0)
+    finetune(sim_data, None, tmp_path / "ft", cfg_ft, progress=False,
+             model_fields={"preset": "debug"})
+    model, _, data = load_model(tmp_path / "ft")
+    frame = with_features(score_impressions(model, cfg_ft.dataset(data, "test",
+                                                                  model.cfg.max_len)),
+                          event_features(data, cfg_ft.pairs))
+    columns = ORDINARY + ["score"]
+    cfg = RankConfig(iterations=30, choose_iterations=True, threads=1)
+    _, trees = fit_ranker(cfg, frame, columns, [], cfg_ft.pairs)
+
+    times = frame["timestamp"].to_numpy()
+    held = times > np.quantile(times, 0.75)
+    order, better, worse, weight = impression_pairs(frame.filter(pl.Series(held)),
+                                                    cfg_ft.pairs)
+    X, y, groups = _matrix(frame, columns, []), frame["grade"].to_numpy(), \
+        _session_groups(frame)
+    plain = {}
+    for k in (10, 20, 30):
+        m = _catboost(cfg.model_copy(update={"iterations": k}), X[~held], y[~held],
+                      groups[~held])
+        plain[k] = pair_accuracy(m.predict(X[held])[order], better, worse,
+                                 weight)["PairAccuracy"]
+    assert trees == max(plain, key=lambda k: (plain[k], -k))
+    fixed, count = fit_ranker(cfg.model_copy(update={"choose_iterations": False}), frame,
+                              columns, [], cfg_ft.pairs)
+    assert count == 30 and fixed.tree_count_ == 30

@@ -91,6 +91,40 @@ def test_a_finished_finetune_is_reused_whichever_way_its_paths_are_typed(tmp_pat
     assert _reused(tmp_path / "study.json", {**spec, "pretrained": "other"}) is None
 
 
+def test_another_ranker_ranks_the_finished_finetuning_again_without_training(tmp_path,
+                                                                            monkeypatch):
+    import argusrec.study as study_module
+    from argusrec.finetune import FinetuneConfig
+    from argusrec.rank import RankConfig, RankSummary
+    from argusrec.study import _write, run_finetune
+
+    fields = json.loads(json.dumps(FinetuneConfig(epochs=2).model_dump(), default=str))
+    old_rank = RankConfig(iterations=400).model_dump()
+    run = tmp_path / "ft"
+    run.mkdir()
+    _write(run / "study.json", {"spec": {"pretrained": "pre", "finetune": fields,
+                                         "rank": old_rank, "oracle": None},
+                                "result": {"finetune_seconds": 9.0, "finetune_steps": 70,
+                                           "finetune_best_step": 60, "uplift": 0.5}})
+    ranked = []
+
+    def fake_rank(path, cfg, which, oracle):
+        ranked.append(cfg)
+        return RankSummary(rows=[{"model": m, "PairAccuracy": a} for m, a in (
+            ("ARGUS score alone", 0.7), ("ranker, ordinary features", 0.6),
+            ("ranker + ARGUS score", 0.66))],
+            uplift={"ranker + ARGUS score: PairAccuracy": 0.1}, eval_pairs=3)
+
+    monkeypatch.setattr(study_module, "finetune", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(study_module, "rank", fake_rank)
+    new_rank = RankConfig(iterations=1000, choose_iterations=True).model_dump()
+    result = run_finetune("data", "pre", str(run), fields, new_rank, None)
+    assert ranked[0].choose_iterations and result["uplift"] == 0.1
+    assert (result["finetune_steps"], result["finetune_best_step"]) == (70, 60)
+    assert run_finetune("data", "pre", str(run), fields, new_rank, None) == result  # reused
+    assert len(ranked) == 1
+
+
 def test_a_run_from_before_a_new_config_field_is_reused(tmp_path):
     from argusrec.study import _reused
     from argusrec.train import TrainConfig

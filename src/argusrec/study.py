@@ -225,14 +225,18 @@ def _what(spec: dict) -> dict:
             for key, value in spec.items()}
 
 
-def _reused(path: Path, spec: dict) -> dict | None:
+def _reused(path: Path, spec: dict, ignore: tuple[str, ...] = ()) -> dict | None:
     """A finished run's recorded result, if it ran with ``spec`` (placement aside; a field
-    added to the configs since, at its default, does not count as a change)."""
+    added to the configs since, at its default, does not count as a change; the ``ignore``
+    keys are not compared)."""
     if not path.exists():
         return None
-    saved = _what(json.loads(path.read_text()).get("spec", {}))
-    defaults = {"pretrain": _dumped(TrainConfig()), "finetune": _dumped(FinetuneConfig())}
-    new = _missing_as_default(saved, _what(spec), defaults)
+    saved = _what({k: v for k, v in json.loads(path.read_text()).get("spec", {}).items()
+                   if k not in ignore})
+    defaults = {"pretrain": _dumped(TrainConfig()), "finetune": _dumped(FinetuneConfig()),
+                "rank": _dumped(RankConfig())}
+    new = _missing_as_default(saved, _what({k: v for k, v in spec.items() if k not in ignore}),
+                              defaults)
     return json.loads(path.read_text())["result"] if saved == new else None
 
 
@@ -288,16 +292,22 @@ def run_finetune(data: str, pretrained: str, run_dir: str, fields: dict,
     done = _reused(run / "study.json", spec)
     if done is not None:
         return done
-    if run.exists():
-        shutil.rmtree(run)
-    started = time.perf_counter()
     cfg = FinetuneConfig(**fields)
-    summary = finetune(data, pretrained, run, cfg, progress=False)
+    # The same fine-tuning with another ranker (or oracle): rank its model again, no training.
+    tuned = _reused(run / "study.json", {**spec, "rank": None, "oracle": None},
+                    ignore=("rank", "oracle"))
+    started = time.perf_counter()
+    if tuned is None:
+        if run.exists():
+            shutil.rmtree(run)
+        summary = finetune(data, pretrained, run, cfg, progress=False)
+        tuned = {"finetune_seconds": time.perf_counter() - started,
+                 "finetune_steps": summary.steps, "finetune_best_step": summary.best_step}
     which = "best" if cfg.eval_every else "latest"
     ranked = rank(run, cfg=RankConfig(**rank_fields), which=which, oracle=oracle)
     by_model = {r["model"]: r for r in ranked.rows}
-    result = {"finetune_seconds": time.perf_counter() - started,
-              "finetune_steps": summary.steps, "finetune_best_step": summary.best_step,
+    result = {**{k: tuned[k] for k in ("finetune_seconds", "finetune_steps",
+                                       "finetune_best_step")},
               "argus_alone": by_model["ARGUS score alone"]["PairAccuracy"],
               "ranker": by_model["ranker, ordinary features"]["PairAccuracy"],
               "ranker_with_argus": by_model["ranker + ARGUS score"]["PairAccuracy"],
