@@ -9,7 +9,10 @@ truth beside it, this reports on the test period:
   perfect model's score would add on top of the same features), and + both;
 - CatBoost's feature importances (PredictionValuesChange) of the ranker with the ARGUS score.
 
-    python benchmarks/ranker_diagnosis.py RUN --oracle SIM_DIR [--json NAME]
+    python benchmarks/ranker_diagnosis.py RUN --oracle SIM_DIR [--choose-iterations] [--json NAME]
+
+With ``--choose-iterations`` every ranker chooses its tree count on the latest quarter of its
+training period (RankConfig.choose_iterations, up to 1,000 trees) instead of the fixed 400.
 
 A ranker that gains little even from the oracle's affinity means the ordinary features
 already carry most of what orders these impressions: the ceiling on any model's uplift.
@@ -26,8 +29,7 @@ from _common import markdown_table, results_name, write_json
 from argusrec.checkpoint import load_model, need_data
 from argusrec.finetune import FinetuneConfig
 from argusrec.metrics import pair_accuracy
-from argusrec.rank import (ORDINARY, RankConfig, _catboost, _matrix, _session_groups,
-                           event_features, with_features)
+from argusrec.rank import ORDINARY, RankConfig, _matrix, event_features, fit_ranker, with_features
 from argusrec.scoring import impression_pairs, oracle_scores, score_impressions
 
 
@@ -53,6 +55,9 @@ def main() -> None:
     parser.add_argument("--oracle", type=Path, required=True, help="the simulator's output")
     parser.add_argument("--json", default="ranker_diagnosis", type=results_name,
                         help="results/NAME.json")
+    parser.add_argument("--choose-iterations", action="store_true",
+                        help="each ranker chooses its tree count (up to 1,000) on the latest "
+                        "quarter of its training period")
     args = parser.parse_args()
     split, ft = frames(args.run, args.oracle)
     train, test = split["val"], split["test"]
@@ -68,18 +73,19 @@ def main() -> None:
         sign = 1.0 if accuracy("val", train[column].to_numpy()) >= 0.5 else -1.0
         alone.append({"feature": column, "sign": sign,
                       "pair_accuracy": accuracy("test", sign * test[column].to_numpy())})
-    cfg = RankConfig(threads=2)
+    cfg = RankConfig(threads=2, **({"choose_iterations": True, "iterations": 1000}
+                                   if args.choose_iterations else {}))
     rankers, importances = [], {}
     for name, extra in (("ordinary", []), ("+ ARGUS score", ["score"]),
                         ("+ oracle affinity", ["oracle"]), ("+ both", ["score", "oracle"])):
         columns = ORDINARY + extra
-        model = _catboost(cfg, _matrix(train, columns, []), train["grade"].to_numpy(),
-                          _session_groups(train))
-        rankers.append({"ranker": name,
+        model, trees = fit_ranker(cfg, train, columns, [], ft.pairs)
+        rankers.append({"ranker": name, "trees": trees,
                         "pair_accuracy": accuracy("test", model.predict(_matrix(test, columns,
                                                                                 [])))})
         if extra == ["score"]:
-            importances = dict(zip(columns, map(float, model.get_feature_importance(type="PredictionValuesChange"))))
+            importances = dict(zip(columns, map(float, model.get_feature_importance(
+                type="PredictionValuesChange"))))
     base = rankers[0]["pair_accuracy"]
     for row in rankers:
         row["uplift"] = row["pair_accuracy"] / base - 1.0
@@ -88,10 +94,13 @@ def main() -> None:
                            f"{importances.get(r['feature'], float('nan')):.1f}"]
                           for r in sorted(alone, key=lambda r: -r["pair_accuracy"])]))
     print()
-    print(markdown_table(["ranker", "PairAccuracy (test)", "uplift"],
-                         [[r["ranker"], f"{r['pair_accuracy']:.4f}", f"{r['uplift']:+.2%}"]
-                          for r in rankers]))
-    print(f"wrote {write_json(args.json, {'run': str(args.run), 'alone': alone, 'rankers': rankers, 'importances': importances})}")
+    print(markdown_table(["ranker", "trees", "PairAccuracy (test)", "uplift"],
+                         [[r["ranker"], r["trees"], f"{r['pair_accuracy']:.4f}",
+                           f"{r['uplift']:+.2%}"] for r in rankers]))
+    path = write_json(args.json, {"run": str(args.run), "choose_iterations":
+                                  args.choose_iterations, "alone": alone, "rankers": rankers,
+                                  "importances": importances})
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
