@@ -231,13 +231,16 @@ def _reused(path: Path, spec: dict, ignore: tuple[str, ...] = ()) -> dict | None
     keys are not compared)."""
     if not path.exists():
         return None
-    saved = _what({k: v for k, v in json.loads(path.read_text()).get("spec", {}).items()
-                   if k not in ignore})
+    record = json.loads(path.read_text())
+
+    def compared(spec: dict) -> dict:
+        return _what({k: v for k, v in spec.items() if k not in ignore})
+
+    saved = compared(record.get("spec", {}))
     defaults = {"pretrain": _dumped(TrainConfig()), "finetune": _dumped(FinetuneConfig()),
                 "rank": _dumped(RankConfig())}
-    new = _missing_as_default(saved, _what({k: v for k, v in spec.items() if k not in ignore}),
-                              defaults)
-    return json.loads(path.read_text())["result"] if saved == new else None
+    new = _missing_as_default(saved, compared(spec), defaults)
+    return record["result"] if saved == new else None
 
 
 def _dumped(config: BaseModel) -> dict:
@@ -294,8 +297,7 @@ def run_finetune(data: str, pretrained: str, run_dir: str, fields: dict,
         return done
     cfg = FinetuneConfig(**fields)
     # The same fine-tuning with another ranker (or oracle): rank its model again, no training.
-    tuned = _reused(run / "study.json", {**spec, "rank": None, "oracle": None},
-                    ignore=("rank", "oracle"))
+    tuned = _reused(run / "study.json", spec, ignore=("rank", "oracle"))
     started = time.perf_counter()
     if tuned is None:
         if run.exists():
