@@ -43,6 +43,7 @@ from argusrec.sequences import PreparedData
 from argusrec.simulate import SimulatorConfig, simulate
 from argusrec.configs import apply_overrides
 from argusrec.train import TrainConfig, pretrain, sasrec_overrides
+from argusrec.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -317,10 +318,7 @@ def _run_plan(plan, prepared, out: Path, exclude: bool, jobs: int, label: str,
             records[name] = _one_run(str(prepared), str(out / "runs" / name), fields, exclude,
                                      progress)
     elif todo:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        with process_pool(jobs) as pool:
             futures = {pool.submit(_one_run, str(prepared), str(out / "runs" / name), fields,
                                    exclude, False): name for name, fields in todo}
             for future, name in futures.items():

@@ -31,11 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ from argusrec.model import encoder_parameter_count
 from argusrec.rank import RankConfig, rank
 from argusrec.sequences import PreparedData
 from argusrec.train import TrainConfig, pretrain, sasrec_overrides
+from argusrec.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +358,7 @@ def _plan(cfg: StudyConfig, data: PreparedData, out: Path,
 def _pool_map(fn, calls: list[tuple], jobs: int) -> list:
     if jobs == 1 or len(calls) <= 1:
         return [fn(*call) for call in calls]
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(jobs) as pool:
         return [f.result() for f in [pool.submit(fn, *call) for call in calls]]
 
 
