@@ -136,3 +136,38 @@ def test_a_run_from_before_a_new_config_field_is_reused(tmp_path):
     assert _reused(path, {"pretrain": fields}) == {"x": 1}
     assert _reused(path, {"pretrain": {**fields, "checkpoint_format": "sharded"}}) is None
     assert _reused(path, {"pretrain": {**fields, "seed": 7}}) is None
+
+
+def _paths(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict):
+            out |= _paths(value, f"{prefix}{key}.")
+    return out
+
+
+def test_every_config_field_has_its_value_from_before_it_existed():
+    from argusrec.finetune import FinetuneConfig
+    from argusrec.rank import RankConfig
+    from argusrec.study import _BEFORE
+    from argusrec.train import TrainConfig
+
+    for name, config in (("pretrain", TrainConfig()), ("finetune", FinetuneConfig()),
+                         ("rank", RankConfig())):
+        current = json.loads(json.dumps(config.model_dump(), default=str))
+        missing = sorted(_paths(current) - _paths(_BEFORE[name]))
+        assert not missing, (
+            f"src/argusrec/fields_before.json lacks {name} fields {missing}: add each with the "
+            "value that reproduces runs recorded before it existed (its default now)")
+
+
+def test_a_flipped_default_does_not_match_runs_recorded_before_the_field():
+    from argusrec.study import _missing_as_before
+
+    old_record = {"rank": {"iterations": 400}}  # recorded before choose_iterations existed
+    before = {"rank": {"iterations": 400, "choose_iterations": False}}
+    as_before = {"rank": {"iterations": 400, "choose_iterations": False}}
+    flipped = {"rank": {"iterations": 400, "choose_iterations": True}}
+    assert _missing_as_before(old_record, as_before, before) == old_record
+    assert _missing_as_before(old_record, flipped, before) != old_record

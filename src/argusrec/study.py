@@ -35,6 +35,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +225,16 @@ def _what(spec: dict) -> dict:
             for key, value in spec.items()}
 
 
+# What a run recorded before a config field existed ran with: the field's value when it was
+# added (its default then). A record that lacks a field is compared as if it held this value,
+# not the field's current default, so flipping a default never matches old runs to new
+# settings. A new field goes in with its default; an existing entry never changes.
+_BEFORE: dict = json.loads((files("argusrec") / "fields_before.json").read_text())
+
+
 def _reused(path: Path, spec: dict, ignore: tuple[str, ...] = ()) -> dict | None:
     """A finished run's recorded result, if it ran with ``spec`` (placement aside; a field
-    added to the configs since, at its default, does not count as a change; the ``ignore``
+    the record predates counts as holding its value from before, ``_BEFORE``; the ``ignore``
     keys are not compared)."""
     if not path.exists():
         return None
@@ -236,25 +244,19 @@ def _reused(path: Path, spec: dict, ignore: tuple[str, ...] = ()) -> dict | None
         return _what({k: v for k, v in spec.items() if k not in ignore})
 
     saved = compared(record.get("spec", {}))
-    defaults = {"pretrain": _dumped(TrainConfig()), "finetune": _dumped(FinetuneConfig()),
-                "rank": _dumped(RankConfig())}
-    new = _missing_as_default(saved, compared(spec), defaults)
+    new = _missing_as_before(saved, compared(spec), _BEFORE)
     return record["result"] if saved == new else None
 
 
-def _dumped(config: BaseModel) -> dict:
-    return json.loads(json.dumps(config.model_dump(), default=str))
-
-
-def _missing_as_default(saved: dict, new: dict, defaults: dict) -> dict:
-    """``new`` without the keys that ``saved`` lacks and that hold their default."""
+def _missing_as_before(saved: dict, new: dict, before: dict) -> dict:
+    """``new`` without the keys that ``saved`` lacks and that hold their value from before."""
     out = {}
     for key, value in new.items():
-        default = defaults.get(key) if isinstance(defaults, dict) else None
-        if key not in saved and key in (defaults or {}) and default == value:
+        old = before.get(key) if isinstance(before, dict) else None
+        if key not in saved and key in (before or {}) and old == value:
             continue
         if isinstance(value, dict) and isinstance(saved.get(key), dict):
-            value = _missing_as_default(saved[key], value, default or {})
+            value = _missing_as_before(saved[key], value, old or {})
         out[key] = value
     return out
 
