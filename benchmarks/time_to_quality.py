@@ -47,13 +47,13 @@ def plot(curves: dict[str, tuple], metric: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     for label, (minutes, values, _) in curves.items():
         ax.plot(minutes, values, marker="o", markersize=3, label=label)
     ax.set_xlabel("wall-clock minutes")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
