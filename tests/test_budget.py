@@ -41,7 +41,7 @@ def test_a_budget_that_does_not_bind_changes_nothing(sim_data, tmp_path):
 
 def test_the_schedule_ends_inside_the_budget(sim_data, tmp_path, monkeypatch):
     clock = _Clock(0.2)
-    monkeypatch.setattr(fit_module.time, "perf_counter", clock.perf_counter)
+    monkeypatch.setattr(fit_module, "clock", clock.perf_counter)
     cfg = tiny(max_steps=100_000, max_minutes=0.5, eval_every=20)
     summary = pretrain(sim_data, tmp_path / "run", cfg, progress=False)
     # stopped long before the cap, on the step the plan ended on, which was validated
@@ -60,7 +60,7 @@ def test_the_schedule_ends_inside_the_budget(sim_data, tmp_path, monkeypatch):
 
 def test_a_resumed_run_counts_the_time_already_spent(sim_data, tmp_path, monkeypatch):
     clock = _Clock(0.2)
-    monkeypatch.setattr(fit_module.time, "perf_counter", clock.perf_counter)
+    monkeypatch.setattr(fit_module, "clock", clock.perf_counter)
     cfg = tiny(max_steps=100_000, max_minutes=0.5, eval_every=20)
     first = pretrain(sim_data, tmp_path / "run", cfg, progress=False, stop_after=60)
     state = Checkpoint.open(tmp_path / "run").resume_state()
