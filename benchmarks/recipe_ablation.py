@@ -36,6 +36,7 @@ ARMS: dict[str, dict] = {
     "zero-init": {"model.zero_init_out": True},
     "rotary": {"model.positions": "rotary"},
     "normuon": {"optim.optimizer": "normuon"},
+    "normuon-lr3e-3": {"optim.optimizer": "normuon", "optim.muon_lr": 3e-3},
     "corrected-3000": {"objective.next_item_loss": "corrected", "objective.num_uniform": 3000},
     "logq-3000": {"objective.next_item_loss": "logq", "objective.num_uniform": 3000},
     "wide-256": {"model.d_model": 256, "model.user_dim": 256},
