@@ -62,6 +62,26 @@ def test_rank_reports_uplift_with_and_without_argus(sim_data, tmp_path):
     assert len(ORDINARY) >= 10
 
 
+def test_ranker_seeds_report_the_mean_of_single_seed_fits(sim_data, tmp_path):
+    """--seeds 2 against two plain runs at seed 0 and seed 1: each ranker's PairAccuracy is
+    their mean, the uplift is taken between the means, and the score alone is unchanged."""
+    finetune(sim_data, None, tmp_path / "ft", FinetuneConfig(max_steps=4, batch_size=4, lag=0),
+             progress=False, model_fields={"preset": "debug"})
+    single = [rank(tmp_path / "ft", cfg=RankConfig(iterations=15, threads=1, seed=seed))
+              for seed in (0, 1)]
+    both = rank(tmp_path / "ft", cfg=RankConfig(iterations=15, threads=1, seeds=2))
+    for k, row in enumerate(both.rows):
+        expected = np.mean([s.rows[k]["PairAccuracy"] for s in single])
+        assert row["PairAccuracy"] == pytest.approx(expected)
+    assert "fits" not in both.rows[0]  # the score alone needs no ranker
+    assert [f["seed"] for f in both.rows[2]["fits"]] == [0, 1]
+    assert both.rows[2]["PairAccuracy/std"] == pytest.approx(np.std(
+        [s.rows[2]["PairAccuracy"] for s in single], ddof=1))
+    assert both.uplift["ranker + ARGUS score: PairAccuracy"] == pytest.approx(
+        both.rows[2]["PairAccuracy"] / both.rows[1]["PairAccuracy"] - 1)
+    assert "ranker seeds" in rank_report(both)
+
+
 def test_missing_catboost_names_the_extra_before_any_work(monkeypatch, tmp_path):
     import sys
 
