@@ -300,7 +300,8 @@ def main() -> None:
     ft = dict(zip(calls, _pool_map(run_finetune, [
         (str(args.data), pretrains[tunings[call][0], call[1]][0],
          str(args.out / "finetune" / f"{call[0]}-s{call[1]}"), tunings[call][1],
-         cfg.rank.model_dump(), oracle) for call in calls], args.jobs)))
+         cfg.rank.model_dump(), oracle, str(args.out / "ranker-cache")) for call in calls],
+        args.jobs)))
 
     def best_validation(name: str, seed: int) -> dict:
         """The fine-tuning's best validation PairAccuracy (what chooses between fine-tunings;

@@ -82,6 +82,39 @@ def test_ranker_seeds_report_the_mean_of_single_seed_fits(sim_data, tmp_path):
     assert "ranker seeds" in rank_report(both)
 
 
+def test_cached_fits_are_read_not_refitted_and_match_a_fresh_fit(sim_data, tmp_path,
+                                                                  monkeypatch):
+    """With a cache, a second rank of the same run fits nothing and reports the same rows;
+    going from 1 ranker seed to 2 fits only the new seed; another model (other scores, so
+    the ranker that sees them is refitted) reuses the ordinary-feature ranker."""
+    import argusrec.rank as rank_module
+
+    for name in ("a", "b"):
+        finetune(sim_data, None, tmp_path / name, FinetuneConfig(max_steps=4, batch_size=4,
+                                                                 lag=0, seed=ord(name)),
+                 progress=False, model_fields={"preset": "debug"})
+    cache, cfg = tmp_path / "cache", RankConfig(iterations=15, threads=1)
+    plain = rank(tmp_path / "a", cfg=cfg)
+    first = rank(tmp_path / "a", cfg=cfg, cache=cache)
+    assert [r["PairAccuracy"] for r in first.rows] == [r["PairAccuracy"] for r in plain.rows]
+    assert len(list(cache.glob("*.json"))) == 2  # ordinary, and ordinary + score
+
+    fits = []
+    real_fit = rank_module.fit_ranker
+    monkeypatch.setattr(rank_module, "fit_ranker",
+                        lambda c, frame, columns, *a: fits.append((c.seed, columns)) or
+                        real_fit(c, frame, columns, *a))
+    again = rank(tmp_path / "a", cfg=cfg, cache=cache)
+    assert fits == [] and again.rows == first.rows and again.uplift == first.uplift
+    two = rank(tmp_path / "a", cfg=cfg.model_copy(update={"seeds": 2}), cache=cache)
+    assert sorted(seed for seed, _ in fits) == [1, 1]  # seed 0 of both rankers was cached
+    assert [f["PairAccuracy"] for f in two.rows[1]["fits"]][0] == first.rows[1]["PairAccuracy"]
+    fits.clear()
+    other = rank(tmp_path / "b", cfg=cfg, cache=cache)
+    assert [columns for _, columns in fits] == [ORDINARY + ["score"]]
+    assert other.rows[1]["PairAccuracy"] == first.rows[1]["PairAccuracy"]
+
+
 def test_missing_catboost_names_the_extra_before_any_work(monkeypatch, tmp_path):
     import sys
 

@@ -108,7 +108,7 @@ def test_another_ranker_ranks_the_finished_finetuning_again_without_training(tmp
                                            "finetune_best_step": 60, "uplift": 0.5}})
     ranked = []
 
-    def fake_rank(path, cfg, which, oracle):
+    def fake_rank(path, cfg, which, oracle, cache=None):
         ranked.append(cfg)
         return RankSummary(rows=[{"model": m, "PairAccuracy": a} for m, a in (
             ("ARGUS score alone", 0.7), ("ranker, ordinary features", 0.6),

@@ -19,7 +19,9 @@ Legend: N impressions, U user-vector width.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,11 +220,54 @@ def _matrix(frame: pl.DataFrame, columns: list[str], extra: list[np.ndarray]) ->
     return np.concatenate([X, *extra], axis=1) if extra else X
 
 
+def _inputs_digest(*arrays: np.ndarray) -> Any:
+    """A running sha256 over arrays' shapes, types and bytes: what one ranker fit learns from
+    and is scored on."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape};".encode())
+        digest.update(a.tobytes())
+    return digest
+
+
+def _cached_fit(cache: Path | None, digest, cfg: RankConfig, fit) -> dict[str, Any]:
+    """One seed's fit result, read from ``cache`` when a fit of the same inputs and settings
+    is there (JSON, keyed by a sha256 of both), else ``fit()`` and stored there."""
+    if cache is None:
+        return fit()
+    import catboost  # its version is part of the key: another version may fit other trees
+
+    key = digest.copy()
+    settings = cfg.model_dump(mode="json", exclude={"seeds"})
+    settings["threads"] = cfg.threads or os.cpu_count()  # CatBoost's -1: every core
+    key.update(json.dumps([settings, catboost.__version__], sort_keys=True).encode())
+    path = cache / f"{key.hexdigest()[:32]}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass  # a damaged entry is fitted again and replaced
+    result = fit()
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result) + "\n")
+    tmp.replace(path)
+    return result
+
+
 def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest",
          oracle: str | Path | None = None, data: PreparedData | None = None,
-         out_json: str | Path | None = None, progress: bool = False) -> RankSummary:
+         out_json: str | Path | None = None, progress: bool = False,
+         cache: str | Path | None = None) -> RankSummary:
     """Train the final ranker with and without the ARGUS features of a fine-tuned model and
-    report PairAccuracy on the evaluation period and the relative uplift."""
+    report PairAccuracy on the evaluation period and the relative uplift.
+
+    ``cache``: a directory of finished CatBoost fits (JSON), keyed by everything a fit depends
+    on (its training matrix, labels, groups and times, the scored matrix and pairs, the
+    settings and CatBoost's version). A fit already there is read, not refitted: the ranker on
+    ordinary features, the same for every model ranked on one prepared log, is fitted once,
+    and more ``seeds`` reuse the seeds fitted before."""
     cfg = cfg or RankConfig()
     _catboost_classes()  # fail before the scoring, not after it
     started = time.perf_counter()
@@ -263,13 +308,22 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
         extra_train = list(vectors[cfg.train_split]) if with_vectors else []
         extra_test = list(vectors[cfg.eval_split]) if with_vectors else []
         X_test = _matrix(test, columns, extra_test)
-        fits = []
-        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-            ranker, trees = fit_ranker(cfg.model_copy(update={"seed": seed}), train, columns,
-                                       extra_train, ft.pairs)
+        digest = None if cache is None else _inputs_digest(
+            _matrix(train, columns, extra_train), train["grade"].to_numpy(),
+            _session_groups(train), train["timestamp"].to_numpy(), X_test, order, better,
+            worse, weight, np.frombuffer(ft.pairs.model_dump_json().encode(), np.uint8))
+
+        def fit_one(seed_cfg: RankConfig) -> dict[str, Any]:
+            ranker, trees = fit_ranker(seed_cfg, train, columns, extra_train, ft.pairs)
             accuracy = pair_accuracy(np.asarray(ranker.predict(X_test))[order], better, worse,
                                      weight)
-            fits.append({**accuracy, "seed": seed, "trees": trees})
+            return {**accuracy, "seed": seed_cfg.seed, "trees": trees}
+
+        fits = []
+        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+            seed_cfg = cfg.model_copy(update={"seed": seed})
+            fits.append(_cached_fit(None if cache is None else Path(cache), digest, seed_cfg,
+                                    lambda c=seed_cfg: fit_one(c)))
         results[name] = _mean_of_fits(name, fits)
         summary.rows.append(results[name])
     if oracle is not None:

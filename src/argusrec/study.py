@@ -288,8 +288,10 @@ def run_pretrain(data: str, run_dir: str, fields: dict) -> dict:
 
 
 def run_finetune(data: str, pretrained: str, run_dir: str, fields: dict,
-                 rank_fields: dict, oracle: str | None) -> dict:
-    """Fine-tune one arm (from ``pretrained``), train the final ranker on it, record both."""
+                 rank_fields: dict, oracle: str | None, rank_cache: str | None = None) -> dict:
+    """Fine-tune one arm (from ``pretrained``), train the final ranker on it, record both.
+    ``rank_cache``: the directory of CatBoost fits shared by the study's arms (`rank`'s
+    ``cache``), so the ordinary-feature ranker is fitted once, not once per arm."""
     run = Path(run_dir)
     spec = {"pretrained": pretrained, "finetune": fields, "rank": rank_fields,
             "oracle": oracle}
@@ -307,7 +309,8 @@ def run_finetune(data: str, pretrained: str, run_dir: str, fields: dict,
         tuned = {"finetune_seconds": time.perf_counter() - started,
                  "finetune_steps": summary.steps, "finetune_best_step": summary.best_step}
     which = "best" if cfg.eval_every else "latest"
-    ranked = rank(run, cfg=RankConfig(**rank_fields), which=which, oracle=oracle)
+    ranked = rank(run, cfg=RankConfig(**rank_fields), which=which, oracle=oracle,
+                  cache=rank_cache)
     by_model = {r["model"]: r for r in ranked.rows}
     result = {**{k: tuned[k] for k in ("finetune_seconds", "finetune_steps",
                                        "finetune_best_step")},
@@ -394,7 +397,7 @@ def study(data: str | Path, out: str | Path, cfg: StudyConfig | None = None, *,
     tuned = [j for j in plan if not j.arm.pretrain_only]
     ft_results = dict(zip([id(j) for j in tuned], _pool_map(run_finetune, [
         (str(data), str(j.pretrain_dir), str(j.finetune_dir), j.finetune_fields, rank_fields,
-         oracle_s) for j in tuned], jobs)))
+         oracle_s, str(out / "ranker-cache")) for j in tuned], jobs)))
     runs = []
     for job in plan:
         ft = ft_results.get(id(job), {})
