@@ -740,6 +740,10 @@ def rank(
         "use 3 or more when comparing models.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results "
                                                      "as JSON here.")] = None,
+    cache: Annotated[Optional[Path], typer.Option(
+        help="A directory that keeps every CatBoost fit (JSON, keyed by its inputs and "
+        "settings): ranking another model of the same log reads the ordinary-feature ranker "
+        "from it, and more --seeds fit only the new ones.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train a CatBoost final ranker on validation-period impressions with ordinary features
@@ -750,7 +754,8 @@ def rank(
     flags = _flags(ctx, RankConfig, RANK_FLAGS, loss=loss, iterations=iterations,
                    vectors=vectors, threads=threads, seeds=seeds)
     cfg = RankConfig(**configs.apply_overrides(_load_yaml(config), flags))
-    summary = run(checkpoint, cfg=cfg, oracle=oracle, out_json=json_out, progress=not quiet)
+    summary = run(checkpoint, cfg=cfg, oracle=oracle, out_json=json_out, progress=not quiet,
+                  cache=cache)
     typer.echo(rank_report(summary))
 
 
