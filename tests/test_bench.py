@@ -144,3 +144,22 @@ def test_bench_cli_refuses_auto_mixed_with_named_losses(tmp_path):
     assert "Traceback" not in result.output
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert "--budget" in result.output
+
+
+def test_the_medium_class_gives_sasrec_the_modern_recipe_and_the_others_not(tmp_path,
+                                                                            monkeypatch):
+    from argusrec.train import TrainConfig
+
+    path, out = _tiny(tmp_path), tmp_path / "bench"
+    data = bench.PreparedData(resolve_dataset(path, out, "sasrec")[0])
+    assert TrainConfig(**bench.default_config(data, "sasrec", "full", 0)).optim.optimizer \
+        == "adamw"  # the tiny file is the small class
+    monkeypatch.setattr(bench, "size_class", lambda events: "medium")
+    modern = TrainConfig(**bench.default_config(data, "sasrec", "full", 0))
+    m = modern.resolved_model()
+    assert (modern.optim.optimizer, m.norm, m.qk_norm, m.activation, m.zero_init_out,
+            m.positions) == ("normuon", "rms", True, "relu2", True, "rotary")
+    assert not modern.model.use_feedback  # still SASRec
+    for encoder in ("argus", "hstu"):
+        other = TrainConfig(**bench.default_config(data, encoder, "full", 0))
+        assert other.optim.optimizer == "adamw" and other.resolved_model().norm == "layer"
