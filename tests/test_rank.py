@@ -160,3 +160,11 @@ def test_chosen_tree_count_is_the_best_on_the_latest_impressions(sim_data, tmp_p
     fixed, count = fit_ranker(cfg.model_copy(update={"choose_iterations": False}), frame,
                               columns, [], cfg_ft.pairs)
     assert count == 30 and fixed.tree_count_ == 30
+
+
+def test_a_cache_that_is_a_file_is_refused_before_any_work(tmp_path):
+    from argusrec.errors import DataError
+
+    (tmp_path / "cache").write_text("not a directory")
+    with pytest.raises(DataError, match="directory"):
+        rank(tmp_path / "no-such-run", cache=tmp_path / "cache")

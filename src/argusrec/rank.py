@@ -270,6 +270,9 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
     and more ``seeds`` reuse the seeds fitted before."""
     cfg = cfg or RankConfig()
     _catboost_classes()  # fail before the scoring, not after it
+    if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
+        raise DataError("the ranker cache must be a directory, and this is a file",
+                        path=cache, fix="give --cache a new or existing directory")
     started = time.perf_counter()
     model, config, data = load_model(run, data, which=which)
     data = need_data(data, config, "the final ranker")
