@@ -270,7 +270,8 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
     and more ``seeds`` reuse the seeds fitted before."""
     cfg = cfg or RankConfig()
     _catboost_classes()  # fail before the scoring, not after it
-    if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
+    cache = None if cache is None else Path(cache)
+    if cache is not None and cache.exists() and not cache.is_dir():
         raise DataError("the ranker cache must be a directory, and this is a file",
                         path=cache, fix="give --cache a new or existing directory")
     started = time.perf_counter()
@@ -325,8 +326,7 @@ def rank(run: str | Path, *, cfg: RankConfig | None = None, which: str = "latest
         fits = []
         for seed in range(cfg.seed, cfg.seed + cfg.seeds):
             seed_cfg = cfg.model_copy(update={"seed": seed})
-            fits.append(_cached_fit(None if cache is None else Path(cache), digest, seed_cfg,
-                                    lambda c=seed_cfg: fit_one(c)))
+            fits.append(_cached_fit(cache, digest, seed_cfg, lambda c=seed_cfg: fit_one(c)))
         results[name] = _mean_of_fits(name, fits)
         summary.rows.append(results[name])
     if oracle is not None:
