@@ -70,3 +70,18 @@ def test_a_resumed_run_counts_the_time_already_spent(sim_data, tmp_path, monkeyp
     assert first.steps == 60
     # the same budget in two parts ends near where one part ends
     assert math.isclose(rest.steps, straight.steps, rel_tol=0.15)
+
+
+def test_a_budget_alone_ends_the_run_and_epochs_given_still_cap_it(sim_data, tmp_path,
+                                                                    monkeypatch):
+    # `--max-minutes` without --max-steps or --epochs trains for the budget, not for the one
+    # pass that epochs defaults to without a budget
+    one_pass = pretrain(sim_data, tmp_path / "pass", tiny(), progress=False)
+    clock = _Clock(0.2)
+    monkeypatch.setattr(fit_module, "clock", clock.perf_counter)
+    alone = pretrain(sim_data, tmp_path / "alone", tiny(max_minutes=0.5, eval_every=20),
+                     progress=False)
+    assert alone.steps > 2 * one_pass.steps and alone.budget_steps == alone.steps
+    capped = pretrain(sim_data, tmp_path / "capped",
+                      tiny(max_minutes=0.5, eval_every=20, epochs=1), progress=False)
+    assert capped.steps == one_pass.steps

@@ -442,10 +442,12 @@ def pretrain(
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Optimizer steps.")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(
         min=0.01, help="Wall-clock budget in minutes, validations included: the lr schedule is "
-        "planned to end inside it and the run stops there (steps or epochs still cap it).")]
+        "planned to end inside it and the run stops there. --max-steps or --epochs, when "
+        "given, still cap it; without them the budget alone ends the run.")]
     = None,
     epochs: Annotated[Optional[float], typer.Option(
-        help="Passes over the data when --max-steps is not given (default: 1).")] = None,
+        help="Passes over the data when --max-steps is not given (default: 1, or as many as "
+        "--max-minutes allows).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 1e-3).")]
     = None,
     device: Annotated[Optional[str], typer.Option(
@@ -600,11 +602,13 @@ def finetune(
         "session.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Windows per step (default: 8).")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Passes (default: 1).")] = None,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Passes (default: 1, or as many as --max-minutes allows).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Optimizer steps.")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(
         min=0.01, help="Wall-clock budget in minutes, validations included: the lr schedule is "
-        "planned to end inside it and the run stops there (steps or epochs still cap it).")]
+        "planned to end inside it and the run stops there. --max-steps or --epochs, when "
+        "given, still cap it; without them the budget alone ends the run.")]
     = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: 3e-4).")]
     = None,

@@ -66,12 +66,14 @@ class FinetuneConfig(BaseModel):
         default_factory=lambda: OptimConfig(**FINETUNE_OPTIM),
         description="optimizer and schedule (argusrec.optim); fine-tuning's peak lr is lower")
     batch_size: int = Field(8, ge=1, description="windows per micro-batch (per rank)")
-    epochs: float = Field(1.0, gt=0, description="passes over the examples (without max_steps)")
+    epochs: float | None = Field(
+        None, gt=0, description="passes over the examples (without max_steps); None: one "
+        "pass, or under max_minutes as many as the budget allows")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps")
     max_minutes: float | None = Field(
         None, gt=0, description="a wall-clock budget for training, validations included: the "
         "schedule's cosine is planned to end inside it (from the measured step rate) and the "
-        "run stops at it; max_steps or epochs still cap the steps")
+        "run stops at it; max_steps or epochs, when set, still cap the steps")
     from_scratch: bool = Field(False, description="ablation: random initialisation instead of "
                                "the pretrained weights")
     seed: int = Field(0, ge=0)

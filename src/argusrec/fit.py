@@ -51,7 +51,7 @@ class Loop:
 
     batch_size: int
     max_steps: int | None
-    epochs: float
+    epochs: float | None  # None: one pass, or under max_minutes as many as it allows
     seed: int
     optim: OptimConfig
     num_workers: int = 0
@@ -204,8 +204,15 @@ class _Run:
         order = BatchOrder(len(task.dataset), loop.batch_size, loop.seed,
                            task.lengths if loop.group_by_length else None)
         per_step = loop.optim.grad_accum * world.size  # micro-batches of the order per step
-        # the step cap; a time budget (max_minutes) plans ``total`` at or below it
-        self.cap = loop.max_steps or max(1, int(loop.epochs * order.per_epoch / per_step))
+        # the step cap; a time budget (max_minutes) plans ``total`` at or below it. Under a
+        # budget with neither max_steps nor epochs set the budget alone ends the run, so that
+        # `--max-minutes 60` trains for an hour, not for the one pass epochs would default to.
+        if loop.max_steps:
+            self.cap = loop.max_steps
+        elif loop.epochs is None and loop.max_minutes is not None:
+            self.cap = self.UNCAPPED
+        else:
+            self.cap = max(1, int((loop.epochs or 1.0) * order.per_epoch / per_step))
         self.total = self.cap
         self.elapsed_before = 0.0  # seconds trained before a resume (the budget counts them)
         self.started, self.first_step = clock(), 0  # set again when training starts
@@ -318,6 +325,8 @@ class _Run:
 
     # steps after which a time budget first plans the run (the rate has settled by then)
     PLAN_AFTER = 30
+    # the step cap of a run that only a time budget ends
+    UNCAPPED = 10**9
 
     def _plan_budget(self, bar, *, validated: bool) -> None:
         """With ``max_minutes``: plan ``total`` (the steps the cosine schedule decays over) so

@@ -187,7 +187,7 @@ def reference_steps(cfg: StudyConfig, data: PreparedData) -> int:
         return cfg.pretrain.max_steps
     events = int(data.users()["n_train"].sum())
     tokens = cfg.pretrain.batch_size * cfg.pretrain.resolved_model().max_len
-    return max(1, math.ceil(cfg.pretrain.epochs * events / tokens))
+    return max(1, math.ceil((cfg.pretrain.epochs or 1.0) * events / tokens))
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -48,9 +48,10 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = Field(
         None, gt=0, description="a wall-clock budget for training, validations included: the "
         "schedule's cosine is planned to end inside it (from the measured step rate) and the "
-        "run stops at it; max_steps or epochs still cap the steps")
-    epochs: float = Field(1.0, gt=0, description="passes over the training windows "
-                          "(when max_steps is None)")
+        "run stops at it; max_steps or epochs, when set, still cap the steps")
+    epochs: float | None = Field(
+        None, gt=0, description="passes over the training windows (when max_steps is None); "
+        "None: one pass, or under max_minutes as many as the budget allows")
     positives_only: bool = Field(False, description="train on positive events only (SASRec)")
     windows_per_user: int = Field(0, ge=0, description="train on each user's most recent "
                                   "windows only, at most this many; 0 = every window")
