@@ -80,7 +80,7 @@ def test_a_budget_alone_ends_the_run_and_epochs_given_still_cap_it(sim_data, tmp
     clock = _Clock(0.2)
     monkeypatch.setattr(fit_module, "clock", clock.perf_counter)
     alone = pretrain(sim_data, tmp_path / "alone", tiny(max_minutes=0.5, eval_every=20),
-                     progress=False)
+                     progress=True)  # the bar starts without a total
     assert alone.steps > 2 * one_pass.steps and alone.budget_steps == alone.steps
     capped = pretrain(sim_data, tmp_path / "capped",
                       tiny(max_minutes=0.5, eval_every=20, epochs=1), progress=False)

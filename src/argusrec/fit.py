@@ -286,7 +286,9 @@ class _Run:
     def train(self, *, progress: bool, stop_after: int | None) -> TrainSummary:
         summary, world = self.summary, self.world
         self.started, self.first_step = clock(), self.step
-        bar = tqdm(total=self.total, initial=self.step, desc=self.task.name, unit="step",
+        # a run only its budget ends shows no total until the budget has planned one
+        bar = tqdm(total=None if self.total == self.UNCAPPED else self.total,
+                   initial=self.step, desc=self.task.name, unit="step",
                    disable=not (progress and world.main), dynamic_ncols=True)
         try:
             with _StopFlag() as stop:
