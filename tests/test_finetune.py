@@ -111,6 +111,25 @@ def test_lag_moves_states_back(sim_data):
     assert np.median(gaps1) > np.median(gaps0)
 
 
+def test_session_states_come_from_before_the_session(sim_data):
+    data = PreparedData(sim_data)
+    ds = ImpressionDataset(data, split="test", max_len=64, lag=0, state_from="session")
+    assert ds.num_impressions > 0
+    checked = 0
+    for s, j, start, _, lo, hi in ds.examples:
+        shard = data.shards[int(s)]
+        kept = ds._kept(shard, int(j))
+        ts = np.asarray(shard.events["timestamp"][kept], dtype=np.int64)
+        session = sessions(ts, ds.pairs.session_gap)
+        for imp, state, sess, _ in ds.impressions[lo:hi].astype(np.int64):
+            first = int(np.flatnonzero(session == session[imp])[0])  # plain: scan the user
+            assert sess == session[imp] and state == first - 1
+            checked += 1
+    assert checked == ds.num_impressions
+    with pytest.raises(DataError, match="state_from"):
+        ImpressionDataset(data, split="test", state_from="day")
+
+
 @pytest.mark.parametrize("time_buckets", [0, 8])
 def test_one_pass_scores_equal_per_impression_reference(sim_data, time_buckets):
     data = PreparedData(sim_data)

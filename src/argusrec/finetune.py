@@ -55,6 +55,10 @@ class FinetuneConfig(BaseModel):
 
     lag: int = Field(DAY, ge=0, description="seconds between the newest event a user state "
                      "includes and the impression (1 day: daily offline deployment; 0: runtime)")
+    state_from: Literal["impression", "session"] = Field(
+        "impression", description="where the lag counts back from: each impression, or the "
+        "first event of its session (one user state per session, as when the vector is "
+        "computed once as the session opens)")
     max_len: int | None = Field(None, ge=2, description="encoder window in events (default: "
                                 "the pretrained model's)")
     stride: int | None = Field(None, ge=1, description="step between a user's windows "
@@ -118,7 +122,8 @@ class FinetuneConfig(BaseModel):
 
     def dataset(self, data: PreparedData, split: str, max_len: int) -> ImpressionDataset:
         return ImpressionDataset(data, split=split, max_len=self.max_len or max_len,
-                                 lag=self.lag, stride=self.stride, min_history=self.min_history,
+                                 lag=self.lag, state_from=self.state_from, stride=self.stride,
+                                 min_history=self.min_history,
                                  max_impressions=self.max_impressions, pairs=self.pairs)
 
 

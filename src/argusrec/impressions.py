@@ -159,6 +159,8 @@ class ImpressionDataset(PreparedDataset):
             before the impression except the gap (for train: training events only).
         max_len: the encoder window, in events.
         lag: seconds between the last event a user state may include and the impression.
+        state_from: where the lag counts back from: the impression itself, or the first
+            event of the impression's session (one user state per session, never inside it).
         stride: how far windows of one user step back (default ``max_len // 2``).
         min_history: impressions with fewer events of history are skipped.
         max_impressions: impressions per example; a window with more is split into examples.
@@ -166,7 +168,9 @@ class ImpressionDataset(PreparedDataset):
     """
 
     def __init__(self, data: str | Path | PreparedData, *, split: str = "train",
-                 max_len: int = 512, lag: int = DAY, stride: int | None = None,
+                 max_len: int = 512, lag: int = DAY,
+                 state_from: Literal["impression", "session"] = "impression",
+                 stride: int | None = None,
                  min_history: int = 1, max_impressions: int = 512,
                  pairs: PairConfig | None = None) -> None:
         if split not in SPLIT_CODES or split == "gap":
@@ -177,9 +181,12 @@ class ImpressionDataset(PreparedDataset):
                             fix="pick a smaller stride")
         if lag < 0:
             raise DataError(f"lag must be >= 0 seconds, got {lag}", fix="pass --lag 0 or more")
+        if state_from not in ("impression", "session"):
+            raise DataError(f"unknown state_from '{state_from}'", fix="use impression or session")
         self.data = data if isinstance(data, PreparedData) else PreparedData(data)
         self.split, self.code = split, SPLIT_CODES[split]
         self.max_len, self.lag, self.stride = max_len, lag, stride
+        self.state_from = state_from
         self.min_history, self.max_impressions = max(1, min_history), max(1, max_impressions)
         self.pairs = pairs or PairConfig()
         self.context_names = sorted(self.data.context_fields)
@@ -230,14 +237,19 @@ class ImpressionDataset(PreparedDataset):
         imp = np.flatnonzero(is_imp)
         if len(imp) == 0:
             return
-        state = np.minimum(np.searchsorted(ts, ts[imp] - self.lag, side="right") - 1, imp - 1)
+        session = sessions(ts, self.pairs.session_gap)
+        # the lag counts back from the anchor: the impression, or its session's first event
+        anchor = imp
+        if self.state_from == "session":
+            anchor = np.searchsorted(session, session[imp], side="left")
+        state = np.minimum(np.searchsorted(ts, ts[anchor] - self.lag, side="right") - 1,
+                           anchor - 1)
         ok = state >= self.min_history - 1
         self.skipped["short_history"] += int((~ok & (state >= 0)).sum())
         self.skipped["no_state"] += int((state < 0).sum())
         imp, state = imp[ok], state[ok]
         if len(imp) == 0:
             return
-        session = sessions(ts, self.pairs.session_gap)
         order = np.lexsort((imp, state))
         imp, state = imp[order], state[order]
         stop = int(state[-1]) + 1
